@@ -1,0 +1,182 @@
+"""The ``airflow-dataflow`` command: validate, schema, run, test-route."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_dataflow.config import collect_paths, load_route
+from airflow_dataflow.errors import ConfigIssue, DataflowError, RouteConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RouteConfigError as exc:
+        _print_issues(exc.issues, as_json=getattr(args, "json", False))
+        return 1
+    except DataflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-dataflow",
+        description="Route files to Airflow DAGs: validate, inspect and run them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate", help="check route files (every error as FILE:LINE:COL: message)"
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="route files or folders")
+    validate.add_argument("--json", action="store_true", help="one JSON object per error")
+    validate.set_defaults(handler=cmd_validate)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of a route file")
+    schema.add_argument("--json", action="store_true", help="(the schema is JSON already)")
+    schema.set_defaults(handler=cmd_schema)
+
+    run = commands.add_parser("run", help="run a route once as a real Airflow DAG run")
+    run.add_argument("path", metavar="PATH", help="route file")
+    run.add_argument("--conf", default=None, help="JSON object of params for this run")
+    run.add_argument(
+        "--json", action="store_true", help="end with the run summary as one JSON line"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    test_route = commands.add_parser(
+        "test-route", help="dry-run the rules over records, no delivery"
+    )
+    test_route.add_argument("path", metavar="PATH", help="route file")
+    test_route.add_argument("--records", required=True, metavar="FILE.jsonl", help="input records")
+    test_route.add_argument("--conf", default=None, help="JSON object of params")
+    test_route.add_argument("--explain", action="store_true", help="show each rule's decision")
+    test_route.add_argument("--json", action="store_true", help="(output is JSON lines already)")
+    test_route.set_defaults(handler=cmd_test_route)
+    return parser
+
+
+def _print_issues(issues: Sequence[ConfigIssue], *, as_json: bool) -> None:
+    for issue in issues:
+        print(json.dumps(issue.to_dict()) if as_json else str(issue))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    files = collect_paths(args.paths)
+    issues: list[ConfigIssue] = []
+    route_files: dict[str, str] = {}
+    for file in files:
+        try:
+            route = load_route(file, root=_root_for(file))
+        except RouteConfigError as exc:
+            issues.extend(exc.issues)
+            continue
+        if route.route_id in route_files:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    1,
+                    1,
+                    f"route id {route.route_id!r} is already defined by {route_files[route.route_id]}",
+                )
+            )
+        route_files.setdefault(route.route_id, file)
+    if not files:
+        issues.append(ConfigIssue(" ".join(args.paths), 1, 1, "no *.route.yaml file found"))
+    _print_issues(issues, as_json=args.json)
+    broken = len({issue.file for issue in issues})
+    print(f"{len(files)} route file(s) checked, {broken} invalid", file=sys.stderr)
+    return 1 if issues else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from airflow_dataflow.config.schema import route_schema
+
+    print(json.dumps(route_schema(), indent=2))
+    return 0
+
+
+def cmd_test_route(args: argparse.Namespace) -> int:
+    from airflow_dataflow.dry_run import dry_run
+
+    route = load_route(args.path, root=_root_for(args.path))
+    conf = _conf(args.conf)
+    try:
+        handle = open(args.records, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise DataflowError(f"cannot read --records {args.records}: {exc.strerror}") from exc
+    with handle:
+        for line in dry_run(route, handle, conf=conf, explain=args.explain):
+            print(json.dumps(line, ensure_ascii=False, default=str))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from airflow_dataflow.local_run import run_route
+
+    route = load_route(args.path, root=_root_for(args.path))
+    outcome = run_route(route, conf=_conf(args.conf), dags_root=_root_for(args.path))
+    if args.json:
+        print(json.dumps(outcome, default=str))
+    else:
+        _print_outcome(outcome)
+    return 0 if outcome["state"] == "success" else 1
+
+
+def _print_outcome(outcome: dict[str, Any]) -> None:
+    counts = outcome.get("counts") or {}
+    print(f"route {outcome['dag_id']}: run {outcome.get('run_id')} {outcome['state']}")
+    if counts:
+        print(
+            f"  read {counts['read']}, unmatched {counts['unmatched']}, "
+            f"dead-lettered {counts['dead_lettered']}"
+        )
+        for name, count in counts.get("rules", {}).items():
+            print(f"  rule {name}: {count} matched")
+        for name, count in counts.get("destinations", {}).items():
+            locations = ", ".join(outcome.get("locations", {}).get(name, []))
+            print(
+                f"  destination {name}: {count} delivered"
+                + (f" -> {locations}" if locations else "")
+            )
+    if outcome.get("dead_letters"):
+        print(f"  dead letters: {outcome['dead_letters']}")
+    for warning in outcome.get("warnings", []):
+        print(f"  warning: {warning}")
+    for failure in outcome.get("failed_tasks", []):
+        print(f"  failed task: {failure}")
+
+
+def _conf(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataflowError(f"--conf is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise DataflowError("--conf must be a JSON object, e.g. '{\"min_amount\": 50}'")
+    return value
+
+
+def _root_for(file: str) -> str:
+    """Where ``_defaults.yaml`` lookup stops: the dags folder if the file is in it."""
+    directory = os.path.dirname(os.path.abspath(file))
+    configured = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    if configured:
+        configured = os.path.abspath(configured)
+        if directory == configured or directory.startswith(configured + os.sep):
+            return configured
+    return directory
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

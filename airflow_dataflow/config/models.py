@@ -1,0 +1,316 @@
+"""Pydantic models of a route file (DESIGN.md "Route file (contract)").
+
+Unknown keys are rejected everywhere. Source and destination settings come from the kind
+registry, so plugins get the same validation; ``route_model()`` assembles the full model.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from airflow_dataflow.config.durations import parse_duration
+from airflow_dataflow.registry import connector_kinds, destination_kinds
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+DESTINATION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
+CONDITION_OPS = (
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "contains",
+    "matches",
+    "exists",
+)
+CAST_TYPES = ("int", "float", "str", "bool", "datetime")
+SCHEDULE_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+)
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda value: value.total_seconds(), return_type=float),
+    WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)?$"}),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_path(value: str) -> str:
+    from airflow_dataflow.routing.jsonpath import compile_path
+
+    compile_path(value)  # raises ValueError with the parser's message
+    return value
+
+
+class LeafCondition(Strict):
+    """``{path: $.x, <op>: value}`` with exactly one operator."""
+
+    path: str = Field(description="JSONPath selecting the values to test, e.g. $.customer.country")
+    eq: Any = None
+    ne: Any = None
+    gt: Any = None
+    gte: Any = None
+    lt: Any = None
+    lte: Any = None
+    in_: list[Any] | str | None = Field(default=None, alias="in")
+    not_in: list[Any] | str | None = None
+    contains: Any = None
+    matches: str | None = None
+    exists: bool | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        return _check_path(value)
+
+    @field_validator("matches")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None and "{{" not in value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> LeafCondition:
+        given = [self._op_name(name) for name in self.model_fields_set if name != "path"]
+        if len(given) != 1:
+            found = ", ".join(sorted(given)) or "none"
+            raise ValueError(
+                f"a condition needs exactly one operator of {', '.join(CONDITION_OPS)} (found: {found})"
+            )
+        return self
+
+    @staticmethod
+    def _op_name(field_name: str) -> str:
+        return "in" if field_name == "in_" else field_name
+
+
+class AllCondition(Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(Strict):
+    not_: Condition = Field(alias="not")
+
+
+def _condition_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        for kind in ("all", "any", "not"):
+            if kind in value:
+                return kind
+        return "leaf"
+    if isinstance(value, BaseModel):
+        return {AllCondition: "all", AnyCondition: "any", NotCondition: "not"}.get(
+            type(value), "leaf"
+        )
+    return "leaf"
+
+
+Condition = Annotated[
+    Annotated[LeafCondition, Tag("leaf")]
+    | Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")],
+    Discriminator(_condition_kind),
+]
+
+AllCondition.model_rebuild()
+AnyCondition.model_rebuild()
+NotCondition.model_rebuild()
+
+
+class TransformStep(Strict):
+    """One transformation step: exactly one of select, set, rename, drop, cast."""
+
+    select: dict[str, str] | None = None
+    set: dict[str, Any] | None = None
+    rename: dict[str, str] | None = None
+    drop: list[str] | None = None
+    cast: dict[str, Literal["int", "float", "str", "bool", "datetime"]] | None = None
+
+    @field_validator("select")
+    @classmethod
+    def _valid_paths(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for path in (value or {}).values():
+            _check_path(path)
+        return value
+
+    @model_validator(mode="after")
+    def _one_step(self) -> TransformStep:
+        if len(self.model_fields_set) != 1:
+            found = ", ".join(sorted(self.model_fields_set)) or "none"
+            raise ValueError(
+                f"a transform step has exactly one of select, set, rename, drop, cast (found: {found})"
+            )
+        return self
+
+
+class Rule(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique rule name (letters, digits, _ . -)")
+    priority: int = Field(default=0, description="Higher first; ties keep file order")
+    when: Condition | None = Field(
+        default=None, description="Omitted: the rule matches every record"
+    )
+    transform: list[TransformStep] = Field(default_factory=list)
+    to: list[str] = Field(description="Destination names that receive the matched records")
+
+
+class ParamSpec(Strict):
+    """An Airflow Param: its default and JSON-Schema keywords."""
+
+    model_config = ConfigDict(extra="allow")
+    default: Any = None
+    type: str | list[str] | None = None
+    description: str | None = None
+
+
+ScheduleAsset = dict[Literal["asset"], str | list[str]]
+ScheduleWebhook = dict[Literal["webhook"], str]
+
+
+class RouteBase(Strict):
+    """Keys every route has; ``route_model()`` adds the registry-driven ``source``/``destinations``."""
+
+    route: str | None = Field(default=None, pattern=NAME_PATTERN, description="DAG id override")
+    description: str | None = None
+    schedule: str | ScheduleAsset | ScheduleWebhook | None = Field(
+        default=None,
+        description='cron, preset ("@hourly"), null (API only), {asset: NAME}, {webhook: NAME}',
+    )
+    start_date: date | datetime | None = None
+    catchup: bool = False
+    tags: list[str] = Field(default_factory=list)
+    params: dict[str, ParamSpec | Any] = Field(default_factory=dict)
+    retries: int = Field(default=0, ge=0)
+    retry_delay: Duration = Field(default=timedelta(minutes=5))
+    rules: list[Rule] = Field(default_factory=list)
+    mode: Literal["all", "first"] = "all"
+    unmatched: list[str] = Field(default_factory=list)
+    on_dead_letter: Literal["continue", "fail"] = "continue"
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            check_schedule(value)
+        return value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _param_specs(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            name: ParamSpec.model_validate(spec) if _is_param_spec(spec) else spec
+            for name, spec in value.items()
+        }
+
+
+def _is_param_spec(value: Any) -> bool:
+    return isinstance(value, dict) and ("default" in value or "type" in value)
+
+
+def check_schedule(value: str) -> None:
+    """Raise ValueError unless ``value`` is an Airflow preset or a valid cron expression."""
+    if value.startswith("@"):
+        if value not in SCHEDULE_PRESETS:
+            raise ValueError(
+                f"unknown schedule preset {value!r}; known: {', '.join(SCHEDULE_PRESETS)}"
+            )
+        return
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(
+            f"invalid cron expression {value!r}: expected 5 fields "
+            "(minute hour day-of-month month day-of-week) or a preset like @daily"
+        )
+
+
+def _tagged_union(kinds: dict[str, Any]) -> Any:
+    members = [Annotated[cls.settings_model, Tag(name)] for name, cls in kinds.items()]
+    if not members:
+        raise RuntimeError("no kinds registered: is airflow-dataflow installed (pip install -e .)?")
+    return Annotated[tuple(members), Discriminator(_type_tag)]
+
+
+def _type_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "type", None)
+
+
+@cache
+def route_model() -> type[RouteBase]:
+    """The full route model, with source and destination kinds from the registry."""
+    source = _tagged_union(connector_kinds())
+    destination = _tagged_union(destination_kinds())
+    destination_name = Annotated[str, Field(pattern=DESTINATION_NAME_PATTERN)]
+    return create_model(
+        "RouteConfig",
+        __base__=RouteBase,
+        source=(source, Field(description="Where records come from")),
+        destinations=(
+            dict[destination_name, destination],  # type: ignore[valid-type]
+            Field(min_length=1, description="Named destinations rules deliver to"),
+        ),
+        dead_letter=(destination | None, Field(default=None)),  # type: ignore[operator]
+    )
+
+
+__all__ = [
+    "CAST_TYPES",
+    "CONDITION_OPS",
+    "AllCondition",
+    "AnyCondition",
+    "Condition",
+    "LeafCondition",
+    "NotCondition",
+    "ParamSpec",
+    "RouteBase",
+    "Rule",
+    "TransformStep",
+    "check_schedule",
+    "route_model",
+]

@@ -1,0 +1,32 @@
+"""The run context every connector, destination and template sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What is known about the current route run: ids, dates and params.
+
+    Plain data so connectors and destinations can be tested without Airflow.
+    """
+
+    route: str
+    run_id: str = "manual"
+    ds: str = "1970-01-01"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    route_file: str = ""
+
+    def template_vars(self, **extra: Any) -> dict[str, Any]:
+        """Variables every template sees (DESIGN.md: route, destination, run_id, ds, params)."""
+        values: dict[str, Any] = {
+            "route": self.route,
+            "run_id": self.run_id,
+            "ds": self.ds,
+            "params": dict(self.params),
+        }
+        values.update(extra)
+        return values

@@ -1,0 +1,179 @@
+"""Route files to Airflow DAGs: ``build_dag`` for one route, ``load_routes`` for a folder.
+
+Each route becomes ``extract -> route -> deliver_<dest>... -> commit`` (``route -> commit`` too,
+so the run commits when nothing was routed). Only the DAG is built here: no connection is
+opened and no provider SDK imported at parse time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from airflow_dataflow.config import LoadedRoute, find_route_files, load_route
+from airflow_dataflow.config.loader import route_id_from_file
+from airflow_dataflow.errors import ConfigIssue, RouteConfigError
+
+log = logging.getLogger(__name__)
+
+_ROUTE_KEY = re.compile(r"^route:\s*['\"]?([A-Za-z0-9_.-]+)['\"]?\s*(?:#.*)?$", re.MULTILINE)
+
+
+@dataclass
+class LoadResult:
+    """Valid DAGs by id, and the issues of every route file that could not be built."""
+
+    dags: dict[str, Any] = field(default_factory=dict)
+    issues: list[ConfigIssue] = field(default_factory=list)
+    routes: dict[str, LoadedRoute] = field(default_factory=dict)
+
+
+def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
+    """The Airflow DAG of one validated route."""
+    from airflow.sdk import DAG
+
+    from airflow_dataflow.operators.branch import RouteBranchOperator, deliver_task_id
+    from airflow_dataflow.operators.commit import CommitOperator
+    from airflow_dataflow.operators.deliver import DeliverOperator
+    from airflow_dataflow.operators.extract import ExtractOperator
+
+    config = route.config
+    common = {"route_file": route.file, "route_id": route.route_id, "dags_root": dags_root}
+    with DAG(
+        dag_id=route.route_id,
+        description=config.description,
+        schedule=_schedule(config.schedule),
+        start_date=_start_date(config.start_date),
+        catchup=config.catchup,
+        tags=sorted({"dataflow", *config.tags}),
+        params=_params(config.params),
+        default_args={"retries": config.retries, "retry_delay": config.retry_delay},
+        doc_md=_doc_md(route),
+        max_active_runs=1,
+    ) as dag:
+        extract = ExtractOperator(task_id="extract", **common)
+        branch = RouteBranchOperator(task_id="route", **common)
+        commit = CommitOperator(task_id="commit", trigger_rule="none_failed", **common)
+        deliveries = [
+            DeliverOperator(task_id=deliver_task_id(name), destination=name, **common)
+            for name in config.destinations
+        ]
+        extract >> branch
+        branch >> deliveries
+        deliveries >> commit
+        branch >> commit
+    return dag
+
+
+def load_routes(
+    folder: str | os.PathLike[str], *, only_dag_id: str | None = None, build: bool = True
+) -> LoadResult:
+    """Build every valid route under ``folder``; collect the issues of the others.
+
+    With ``only_dag_id`` (a worker running one DAG) only the file defining that route is
+    loaded. With ``build=False`` routes are validated but no DAG is built.
+    """
+    root = os.path.abspath(folder)
+    result = LoadResult()
+    files = find_route_files(root)
+    if only_dag_id is not None:
+        files = _files_for(only_dag_id, files)
+    defined_in: dict[str, str] = {}
+    for file in files:
+        try:
+            route = load_route(file, root=root)
+        except RouteConfigError as exc:
+            result.issues.extend(exc.issues)
+            continue
+        if only_dag_id is not None and route.route_id != only_dag_id:
+            continue
+        if route.route_id in defined_in:
+            result.issues.append(
+                ConfigIssue(
+                    file,
+                    1,
+                    1,
+                    f"route id {route.route_id!r} is already defined by {defined_in[route.route_id]}",
+                )
+            )
+            continue
+        defined_in[route.route_id] = file
+        result.routes[route.route_id] = route
+        if build:
+            try:
+                result.dags[route.route_id] = build_dag(route, dags_root=root)
+            except Exception as exc:  # a DAG Airflow refuses must not hide the others
+                result.issues.append(ConfigIssue(file, 1, 1, f"cannot build the DAG: {exc}"))
+    return result
+
+
+def _files_for(dag_id: str, files: Iterable[str]) -> list[str]:
+    """The file(s) that may define ``dag_id``: by name first, else by a cheap text scan."""
+    files = list(files)
+    by_name = [file for file in files if route_id_from_file(file) == dag_id]
+    scanned = []
+    for file in files:
+        if file in by_name:
+            continue
+        try:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        match = _ROUTE_KEY.search(text)
+        if match and match.group(1) == dag_id:
+            scanned.append(file)
+    return by_name + scanned
+
+
+def _schedule(schedule: Any) -> Any:
+    if isinstance(schedule, dict):
+        from airflow.sdk import Asset
+
+        if "asset" in schedule:
+            names = (
+                schedule["asset"] if isinstance(schedule["asset"], list) else [schedule["asset"]]
+            )
+            return [Asset(name=name, uri=_asset_uri(name)) for name in names]
+        if "webhook" in schedule:
+            name = schedule["webhook"]
+            return [Asset(name=f"dataflow_webhook_{name}", uri=f"dataflow://webhooks/{name}")]
+    return schedule
+
+
+def _asset_uri(name: str) -> str:
+    return name if "://" in name else f"dataflow://assets/{name}"
+
+
+def _start_date(value: date | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+
+
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    from airflow_dataflow.config.models import ParamSpec
+
+    built: dict[str, Any] = {}
+    for name, spec in params.items():
+        if isinstance(spec, ParamSpec):
+            schema = spec.model_dump(exclude_none=True, exclude={"default"})
+            built[name] = Param(spec.default, **schema)
+        else:
+            built[name] = Param(spec)
+    return built
+
+
+def _doc_md(route: LoadedRoute) -> str:
+    description = route.config.description or ""
+    fence = "````" if "```" in route.text else "```"
+    return f"{description}\n\nRoute file `{route.file}`:\n\n{fence}yaml\n{route.text.rstrip()}\n{fence}\n"

@@ -1,0 +1,466 @@
+"""The ``database`` destination: writes records as rows of a SQL table (SQLite, PostgreSQL, MySQL).
+
+- A missing table is created from the first batch: ``int`` → BIGINT, ``float`` → DOUBLE,
+  ``bool`` → BOOLEAN, ``str`` → TEXT (VARCHAR(255) for key columns, so MySQL can index them),
+  dict/list → TEXT holding JSON, only nulls → TEXT; ``columns`` overrides per column
+  (``json`` → the dialect's JSON type, ``datetime`` → TIMESTAMP, stored in UTC). ``key``
+  columns are the primary key.
+- A record field the table has no column for is an error (the table is never altered). A
+  field missing from a record is not written: the column's default on insert, unchanged on upsert.
+- ``insert``: one transaction per ``batch_size`` records. ``upsert``: the dialect's
+  ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE`` on ``key`` (records sharing a key within
+  a batch merge, the later fields winning). ``replace``: deletes every row and inserts the
+  records in one transaction; a delivery without records changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, ClassVar, Literal
+
+import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from airflow_dataflow.destinations.base import DeliveryResult, Destination, DestinationSettings
+from airflow_dataflow.errors import DestinationError
+from airflow_dataflow.hooks.sql import (
+    connect,
+    driver_message,
+    is_disconnect,
+    sql_engine,
+    unavailable_error_class,
+)
+
+log = logging.getLogger(__name__)
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ColumnKind = Literal["int", "float", "str", "bool", "json", "datetime"]
+Record = dict[str, Any]
+Converter = Callable[[Any], Any]
+
+_KEY_STRING_LENGTH = 255
+
+
+class DatabaseSettings(DestinationSettings):
+    """Settings of ``{type: database}``: the table records are written to, and how."""
+
+    type: Literal["database"]
+    connection: str = Field(min_length=1, description="Airflow connection id")
+    table: str = Field(description="table name, optionally schema.table")
+    mode: Literal["insert", "upsert", "replace"] = "insert"
+    key: list[str] = Field(default_factory=list, description="key columns (primary key)")
+    columns: dict[str, ColumnKind] | None = Field(
+        default=None, description="explicit column types for a table this destination creates"
+    )
+    batch_size: int = Field(default=1000, ge=1)
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) > 2 or not all(IDENTIFIER.match(part) for part in parts):
+            raise ValueError(
+                f"table {value!r} must be NAME or SCHEMA.NAME, each part matching "
+                f"{IDENTIFIER.pattern}"
+            )
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: list[str]) -> list[str]:
+        _check_identifiers(value, "key")
+        if len(set(value)) != len(value):
+            raise ValueError(f"key {value} names a column twice")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: dict[str, ColumnKind] | None) -> dict[str, ColumnKind] | None:
+        _check_identifiers(list(value or ()), "columns")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> DatabaseSettings:
+        if self.mode == "upsert" and not self.key:
+            raise ValueError("mode upsert needs key: the columns that identify a row")
+        return self
+
+    @property
+    def schema_name(self) -> str | None:
+        return self.table.split(".")[0] if "." in self.table else None
+
+    @property
+    def table_name(self) -> str:
+        return self.table.rsplit(".", 1)[-1]
+
+
+def _check_identifiers(names: list[str], setting: str) -> None:
+    bad = [name for name in names if not IDENTIFIER.match(name)]
+    if bad:
+        raise ValueError(f"{setting}: {', '.join(map(repr, bad))} must match {IDENTIFIER.pattern}")
+
+
+class DatabaseDestination(Destination):
+    """Writes records to ``table`` of the database of Airflow connection ``connection``."""
+
+    settings_model: ClassVar[type[DestinationSettings]] = DatabaseSettings
+    settings: DatabaseSettings
+
+    def deliver(self, batches: Iterable[list[Record]]) -> DeliveryResult:
+        engine = sql_engine(
+            self.settings.connection,
+            route=self.context.route,
+            setting=self._setting("connection"),
+            error_class=DestinationError,
+        )
+        chunks = rechunk(batches, self.settings.batch_size)
+        first = next(chunks, None)
+        result = DeliveryResult(locations=[f"{self.settings.connection}:{self.settings.table}"])
+        if first is None:
+            log.info("no records for %s: table %s left as it is", self.name, self.settings.table)
+            return result
+        table = self._table(engine, first)
+        writer = _Writer(
+            table, engine.dialect.name, self.settings.mode, self.settings.key, self._where()
+        )
+        result.delivered = self._write(engine, writer, _prepend(first, chunks))
+        log.info("delivered %d records to %s", result.delivered, result.locations[0])
+        return result
+
+    def _write(self, engine: sa.Engine, writer: _Writer, chunks: Iterator[list[Record]]) -> int:
+        delivered = 0
+        if self.settings.mode == "replace":
+            with self._transaction(engine, delivered) as conn:
+                conn.execute(writer.table.delete())
+                for chunk in chunks:
+                    delivered += writer.write(conn, chunk, delivered)
+            return delivered
+        for chunk in chunks:
+            with self._transaction(engine, delivered) as conn:
+                delivered += writer.write(conn, chunk, delivered)
+        return delivered
+
+    @contextmanager
+    def _transaction(self, engine: sa.Engine, offset: int) -> Iterator[sa.Connection]:
+        """A transaction; database errors become ``DestinationError`` naming the records."""
+        conn = connect(
+            engine,
+            self.settings.connection,
+            route=self.context.route,
+            setting=self._setting("connection"),
+            error_class=DestinationError,
+        )
+        try:
+            with conn, conn.begin():
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._write_error(exc, offset) from exc
+
+    def _write_error(self, exc: sa.exc.SQLAlchemyError, offset: int) -> DestinationError:
+        error_class = unavailable_error_class(DestinationError) if is_disconnect(exc) else None
+        return (error_class or DestinationError)(
+            f"{self._where()}: writing the records after the first {offset} failed: "
+            f"{driver_message(exc)}"
+        )
+
+    def _table(self, engine: sa.Engine, first: list[Record]) -> sa.Table:
+        try:
+            table = reflect_table(engine, self.settings.schema_name, self.settings.table_name)
+            if table is None:
+                table = self._create_table(engine, first)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DestinationError(
+                f"{self._where()}: cannot read or create the table: {driver_message(exc)}"
+            ) from exc
+        self._check_key(table)
+        return table
+
+    def _create_table(self, engine: sa.Engine, first: list[Record]) -> sa.Table:
+        kinds = infer_kinds(first, self.settings.key, self.settings.columns or {})
+        table = build_table(
+            self.settings.schema_name, self.settings.table_name, kinds, self.settings.key
+        )
+        table.metadata.create_all(engine, checkfirst=True)
+        log.info("created table %s with columns %s", self.settings.table, kinds)
+        return table
+
+    def _check_key(self, table: sa.Table) -> None:
+        key = self.settings.key
+        missing = [name for name in key if name not in table.c]
+        if missing:
+            raise DestinationError(
+                f"{self._where()}: key column(s) {', '.join(missing)} not in the table"
+            )
+        if self.settings.mode == "upsert" and not has_unique_key(table, key):
+            raise DestinationError(
+                f"{self._where()}: mode upsert needs a primary key or unique index on "
+                f"({', '.join(key)}), the table has none"
+            )
+
+    def _setting(self, name: str) -> str:
+        return f"destinations.{self.name}.{name}"
+
+    def _where(self) -> str:
+        return (
+            f"route {self.context.route!r}: destination {self.name!r} "
+            f"(table {self.settings.table!r} on {self.settings.connection!r})"
+        )
+
+
+class _Writer:
+    """Turns chunks of records into INSERT/upsert executions on one table."""
+
+    def __init__(
+        self, table: sa.Table, dialect: str, mode: str, key: list[str], where: str
+    ) -> None:
+        self.table = table
+        self.dialect = dialect
+        self.mode = mode
+        self.key = key
+        self.where = where
+        self.converters = {column.name: converter(column, dialect) for column in table.columns}
+
+    def write(self, conn: sa.Connection, chunk: list[Record], offset: int) -> int:
+        """Writes ``chunk`` (records ``offset`` onwards) and returns how many records it held."""
+        rows = [self._row(record, offset + index) for index, record in enumerate(chunk)]
+        if self.mode == "upsert":
+            rows = merge_by_key(rows, self.key)
+        for fields, group in group_by_fields(rows).items():
+            conn.execute(self._statement(fields), group)
+        return len(chunk)
+
+    def _row(self, record: Record, index: int) -> Record:
+        unknown = [field for field in record if field not in self.converters]
+        if unknown:
+            raise DestinationError(
+                f"{self.where}: record {index} has field(s) "
+                f"{', '.join(map(repr, unknown))} that are not columns of the table; add the "
+                f"columns or drop the fields with a transform"
+            )
+        missing_key = [name for name in self.key if record.get(name) is None]
+        if missing_key and self.mode == "upsert":
+            raise DestinationError(
+                f"{self.where}: record {index} has no value for key "
+                f"column(s) {', '.join(missing_key)}"
+            )
+        try:
+            return {field: self.converters[field](value) for field, value in record.items()}
+        except (TypeError, ValueError) as exc:
+            raise DestinationError(
+                f"{self.where}: record {index} has a value the table cannot take: {exc}"
+            ) from exc
+
+    def _statement(self, fields: tuple[str, ...]) -> sa.Executable:
+        if self.mode != "upsert":
+            return self.table.insert()
+        return upsert_statement(self.table, fields, self.key, self.dialect)
+
+
+def rechunk(batches: Iterable[list[Record]], size: int) -> Iterator[list[Record]]:
+    """The records of ``batches`` regrouped into lists of ``size`` (the last may be shorter)."""
+    chunk: list[Record] = []
+    for batch in batches:
+        for record in batch:
+            chunk.append(record)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _prepend(first: list[Record], rest: Iterator[list[Record]]) -> Iterator[list[Record]]:
+    yield first
+    yield from rest
+
+
+def reflect_table(engine: sa.Engine, schema: str | None, name: str) -> sa.Table | None:
+    """The existing table ``schema.name``, or ``None`` when there is none."""
+    if not sa.inspect(engine).has_table(name, schema=schema):
+        return None
+    table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+    for column in table.columns:
+        if isinstance(column.type, sa.JSON):
+            column.type.none_as_null = True  # a missing value is SQL NULL, not JSON 'null'
+    return table
+
+
+def infer_kinds(
+    records: list[Record], key: list[str], explicit: dict[str, ColumnKind]
+) -> dict[str, str]:
+    """Column kinds from the values in ``records``; ``explicit`` wins. Key columns come first."""
+    seen: dict[str, set[str]] = {name: set() for name in key}
+    for record in records:
+        for field, value in record.items():
+            kinds = seen.setdefault(field, set())
+            if value is not None:
+                kinds.add(_kind_of(value))
+    for name in explicit:
+        seen.setdefault(name, set())
+    return {name: explicit.get(name) or _merge_kinds(kinds) for name, kinds in seen.items()}
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, dict | list):
+        return "json_text"
+    return "str"
+
+
+def _merge_kinds(kinds: set[str]) -> str:
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if kinds == {"int", "float"}:
+        return "float"
+    return "str"
+
+
+def build_table(schema: str | None, name: str, kinds: dict[str, str], key: list[str]) -> sa.Table:
+    """A ``Table`` with one column per kind; ``key`` columns form the primary key."""
+    columns = [
+        sa.Column(
+            column,
+            _column_type(kind, is_key=column in key),
+            primary_key=column in key,
+            autoincrement=False,
+        )
+        for column, kind in kinds.items()
+    ]
+    return sa.Table(name, sa.MetaData(), *columns, schema=schema)
+
+
+def _column_type(kind: str, *, is_key: bool) -> sa.types.TypeEngine[Any]:
+    if kind == "int":
+        return sa.BigInteger()
+    if kind == "float":
+        return sa.Double()
+    if kind == "bool":
+        return sa.Boolean()
+    if kind == "datetime":
+        return sa.DateTime(timezone=True)
+    if kind == "json" and not is_key:
+        return sa.JSON(none_as_null=True)
+    return sa.String(_KEY_STRING_LENGTH) if is_key else sa.Text()
+
+
+def has_unique_key(table: sa.Table, key: list[str]) -> bool:
+    """Whether the table's primary key, a unique constraint or a unique index is exactly ``key``."""
+    wanted = set(key)
+    candidates = [{column.name for column in table.primary_key.columns}]
+    candidates += [
+        {column.name for column in constraint.columns}
+        for constraint in table.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    ]
+    candidates += [
+        {column.name for column in index.columns} for index in table.indexes if index.unique
+    ]
+    return wanted in candidates
+
+
+def merge_by_key(rows: list[Record], key: list[str]) -> list[Record]:
+    """One row per key value, later fields winning (what sequential upserts would leave)."""
+    merged: dict[tuple[Any, ...], Record] = {}
+    for row in rows:
+        ident = tuple(row[name] for name in key)
+        merged[ident] = {**merged[ident], **row} if ident in merged else row
+    return list(merged.values())
+
+
+def group_by_fields(rows: list[Record]) -> dict[tuple[str, ...], list[Record]]:
+    """Rows grouped by their field names, so each group is one executemany."""
+    groups: dict[tuple[str, ...], list[Record]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return groups
+
+
+def upsert_statement(
+    table: sa.Table, fields: tuple[str, ...], key: list[str], dialect: str
+) -> sa.Executable:
+    """INSERT that updates ``fields`` (except the key) of the row whose ``key`` already exists.
+
+    On MySQL/MariaDB, ``ON DUPLICATE KEY UPDATE`` fires on any unique key of the table.
+    """
+    updates = [field for field in fields if field not in key]
+    if dialect in ("sqlite", "postgresql"):
+        dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = dialect_insert(table)
+        if not updates:
+            return statement.on_conflict_do_nothing(index_elements=key)
+        return statement.on_conflict_do_update(
+            index_elements=key, set_={name: statement.excluded[name] for name in updates}
+        )
+    if dialect in ("mysql", "mariadb"):
+        statement = mysql.insert(table)
+        return statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in updates or key[:1]}
+        )
+    raise DestinationError(f"mode upsert is not supported on {dialect}")
+
+
+def converter(column: sa.Column[Any], dialect: str) -> Converter:
+    """How a record value becomes a bound parameter of ``column``."""
+    column_type = column.type
+    if isinstance(column_type, sa.JSON):
+        return _identity
+    if isinstance(column_type, sa.DateTime):
+        aware = bool(column_type.timezone) and dialect == "postgresql"
+        return partial(_to_datetime, aware=aware)
+    if isinstance(column_type, sa.Date):
+        return _to_date
+    if isinstance(column_type, sa.String):
+        return _to_text
+    return _to_scalar
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _to_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _to_scalar(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _to_datetime(value: Any, *, aware: bool) -> dt.datetime | None:
+    """A UTC datetime (naive unless ``aware``) from a datetime, ISO 8601 string or epoch."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        value = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    elif not isinstance(value, dt.datetime):
+        raise TypeError(f"{value!r} is not a datetime")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    value = value.astimezone(dt.timezone.utc)
+    return value if aware else value.replace(tzinfo=None)
+
+
+def _to_date(value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    raise TypeError(f"{value!r} is not a date")

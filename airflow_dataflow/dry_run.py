@@ -1,0 +1,62 @@
+"""``test-route``: the rules applied to sample records, nothing delivered."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from airflow_dataflow.config import LoadedRoute
+from airflow_dataflow.config.models import ParamSpec
+from airflow_dataflow.context import RunContext
+from airflow_dataflow.pipeline.route import compile_route
+
+
+def default_params(route: LoadedRoute) -> dict[str, Any]:
+    return {
+        name: spec.default if isinstance(spec, ParamSpec) else spec
+        for name, spec in route.config.params.items()
+    }
+
+
+def dry_run(
+    route: LoadedRoute,
+    lines: Iterable[str],
+    *,
+    conf: dict[str, Any] | None = None,
+    explain: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """One result per input line: matched rules, destinations and the transformed output."""
+    params = {**default_params(route), **(conf or {})}
+    context = RunContext(
+        route=route.route_id, run_id="test-route", params=params, route_file=route.file
+    )
+    router = compile_route(route, context)
+    index = 0
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        result: dict[str, Any] = {"index": index, "line": line_number}
+        index += 1
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            result.update(rules=[], destinations=[], status="dead", error=f"invalid JSON: {exc}")
+            yield result
+            continue
+        routed = router.route(record)
+        destinations = list(dict.fromkeys(name for name, _ in routed.deliveries))
+        outputs: dict[str, list[Any]] = {}
+        for name, output in routed.deliveries:
+            outputs.setdefault(name, []).append(output)
+        result.update(
+            rules=routed.rules, destinations=destinations, status=routed.status, outputs=outputs
+        )
+        if routed.dead:
+            result["dead_letters"] = [
+                {"rule": letter.rule, "step": letter.step, "error": letter.error}
+                for letter in routed.dead
+            ]
+        if explain:
+            result["explain"] = router.explain(record)
+        yield result

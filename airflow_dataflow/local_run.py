@@ -1,0 +1,120 @@
+"""Run one route in-process as a real Airflow DAG run (``airflow-dataflow run``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow_dataflow.config import LoadedRoute
+
+log = logging.getLogger(__name__)
+
+
+def ensure_metadata_db() -> None:
+    """Create or upgrade Airflow's metadata database when it is not at the current revision.
+
+    With nothing configured that is an embedded SQLite file under ``$AIRFLOW_HOME``
+    (``~/airflow`` by default), so ``run`` works on a fresh machine.
+    """
+    from airflow.utils import db
+
+    try:
+        with db._configured_alembic_environment() as env:
+            source_heads = set(env.script.get_heads())
+            db_heads = set(env.get_context().get_current_heads())
+    except Exception:  # unknown layout of a future Airflow: let initdb decide
+        source_heads, db_heads = {"?"}, set()
+    if not db_heads:
+        log.warning("initialising the Airflow metadata database (first run)")
+        db.initdb()
+    elif db_heads != source_heads:
+        log.warning("upgrading the Airflow metadata database")
+        db.upgradedb()
+
+
+_LOADER = """\
+# Written by `airflow-dataflow run`: builds the one route this run needs.
+from airflow_dataflow.loader import dag_for_route_file
+
+globals().update(dag_for_route_file({file!r}, root={root!r}))
+"""
+
+
+def run_dags_folder(route: LoadedRoute, dags_root: str | None) -> str:
+    """A dags folder holding a loader for just this route (``dag.test`` syncs it to the DB)."""
+    from airflow_dataflow.staging import safe_segment
+
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    folder = os.path.join(home, "dataflow", "cli_dags", safe_segment(route.route_id))
+    os.makedirs(folder, exist_ok=True)
+    loader = _LOADER.format(file=os.path.abspath(route.file), root=dags_root)
+    path = os.path.join(folder, "dataflow_route.py")
+    current = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else None
+    if current != loader:
+        Path(path).write_text(loader, encoding="utf-8")
+    return folder
+
+
+def run_route(
+    route: LoadedRoute, *, conf: dict[str, Any] | None = None, dags_root: str | None = None
+) -> dict[str, Any]:
+    """Run ``route`` once with ``conf`` as params; returns state, summary counts and warnings."""
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = run_dags_folder(route, dags_root)
+    ensure_metadata_db()
+    from airflow_dataflow.dag_factory import build_dag
+
+    dag = build_dag(route, dags_root=dags_root)
+    dag_run = dag.test(run_conf=conf or {})
+    return _outcome(route, dag_run)
+
+
+def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_dataflow.operators.commit import SUMMARY_KEY
+
+    state = str(getattr(dag_run.state, "value", dag_run.state))
+    with create_session() as session:
+        summary = session.scalars(
+            XComModel.get_many(
+                run_id=dag_run.run_id, dag_ids=route.route_id, task_ids="commit", key=SUMMARY_KEY
+            )
+        ).first()
+        failed = session.scalars(
+            select(TaskInstance.task_id).where(
+                TaskInstance.dag_id == route.route_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.state.in_(["failed", "upstream_failed"]),
+            )
+        ).all()
+        deliveries = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, dag_ids=route.route_id, key="return_value")
+        ).all()
+    outcome: dict[str, Any] = {"dag_id": route.route_id, "run_id": dag_run.run_id, "state": state}
+    value = _xcom_value(summary) if summary is not None else None
+    if value:
+        outcome["counts"] = value["counts"]
+        outcome["warnings"] = value.get("warnings", [])
+        outcome["dead_letters"] = value.get("dead_letters")
+    else:
+        outcome["counts"] = None
+        outcome["warnings"] = []
+    outcome["locations"] = {
+        row.task_id.removeprefix("deliver_"): (_xcom_value(row) or {}).get("locations", [])
+        for row in deliveries
+        if row.task_id.startswith("deliver_")
+    }
+    outcome["failed_tasks"] = sorted(failed)
+    return outcome
+
+
+def _xcom_value(row: Any) -> Any:
+    from airflow.models.xcom import XComModel
+
+    return XComModel.deserialize_value(row)

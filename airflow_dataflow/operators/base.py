@@ -1,0 +1,55 @@
+"""What every dataflow operator shares: the route file it serves and the run context."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_dataflow.config import LoadedRoute, load_route
+from airflow_dataflow.context import RunContext
+from airflow_dataflow.errors import DataflowError
+from airflow_dataflow.staging import StagingArea, default_staging_url
+
+
+class RouteTaskMixin:
+    """Loads the route at execute time (never at parse time) and builds its run context."""
+
+    route_file: str
+    route_id: str
+    dags_root: str | None
+
+    @cached_property
+    def route(self) -> LoadedRoute:
+        loaded = load_route(self.route_file, root=self.dags_root)
+        if loaded.route_id != self.route_id:
+            raise DataflowError(
+                f"route file {self.route_file} now defines route {loaded.route_id!r}, "
+                f"not {self.route_id!r}; wait for the DAG to be re-parsed"
+            )
+        return loaded
+
+    def run_context(self, context: Any) -> RunContext:
+        return RunContext(
+            route=self.route_id,
+            run_id=context["run_id"],
+            ds=context["ds"],
+            params=dict(context.get("params") or {}),
+            route_file=self.route_file,
+        )
+
+    def staging(self, context: Any) -> StagingArea:
+        return StagingArea(default_staging_url(), self.route_id, context["run_id"])
+
+
+class RouteOperator(RouteTaskMixin, BaseOperator):
+    """Base of the extract, deliver and commit operators."""
+
+    def __init__(
+        self, *, route_file: str, route_id: str, dags_root: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.route_file = route_file
+        self.route_id = route_id
+        self.dags_root = dags_root

@@ -1,0 +1,32 @@
+"""CommitOperator: the run summary, once every delivery succeeded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_dataflow.operators.base import RouteOperator
+from airflow_dataflow.operators.branch import ROUTING_KEY, deliver_task_id
+from airflow_dataflow.pipeline.summary import check_conservation, check_dead_letters, summarize
+
+SUMMARY_KEY = "summary"
+
+
+class CommitOperator(RouteOperator):
+    """Summarises the run, checks every record is accounted for, cleans staging."""
+
+    ui_color = "#e8daef"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        routing = ti.xcom_pull(task_ids="route", key=ROUTING_KEY)
+        deliveries = {
+            name: ti.xcom_pull(task_ids=deliver_task_id(name))
+            for name in self.route.config.destinations
+        }
+        summary = summarize(self.route, context["run_id"], routing, deliveries)
+        ti.xcom_push(key=SUMMARY_KEY, value=summary)
+        check_conservation(summary, self.route)
+        self.staging(context).clean()
+        check_dead_letters(summary, self.route)
+        self.log.info("run summary: %s", summary["counts"])
+        return summary

@@ -1,0 +1,120 @@
+"""Value semantics shared by conditions and transforms: numbers, strict equality, JSON copies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+Test = Callable[[Any], bool]
+
+
+def is_number(value: Any) -> bool:
+    """True for int and float, never for bool (bools are their own type)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_number(text: str) -> int | float | None:
+    """The number a string spells (`" 12"`, `"-1.5e3"`), or None; no nan/inf/underscores."""
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    return None
+
+
+def kind_of(value: Any) -> str:
+    """JSON type name of a value, for messages: object, array, string, number, boolean, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if is_number(value):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """Deep equality where bools differ from numbers and types never mix."""
+    if is_number(left):
+        return is_number(right) and left == right
+    if isinstance(left, bool) or left is None or isinstance(left, str):
+        return type(left) is type(right) and left == right
+    if isinstance(left, (list, tuple)):
+        return (
+            isinstance(right, (list, tuple))
+            and len(left) == len(right)
+            and all(json_equal(a, b) for a, b in zip(left, right))
+        )
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and left.keys() == right.keys()
+            and all(json_equal(item, right[key]) for key, item in left.items())
+        )
+    return type(left) is type(right) and left == right
+
+
+def equals_test(expected: Any) -> Test:
+    """`test(v)`: v equals `expected`; a numeric string equals the number it spells."""
+    if is_number(expected):
+
+        def test_number(value: Any) -> bool:
+            if isinstance(value, str):
+                number = parse_number(value)
+                return number is not None and number == expected
+            return is_number(value) and value == expected
+
+        return test_number
+    if isinstance(expected, str):
+        return lambda value: isinstance(value, str) and value == expected
+    if isinstance(expected, bool):
+        return lambda value: value is expected
+    if expected is None:
+        return lambda value: value is None
+    return lambda value: json_equal(value, expected)
+
+
+def membership_test(members: list[Any] | tuple[Any, ...]) -> Test:
+    """`test(v)`: v equals some member (same rules as `equals_test`), by hashed lookups."""
+    strings = {m for m in members if isinstance(m, str)}
+    numbers = {m for m in members if is_number(m)}
+    bools = {m for m in members if isinstance(m, bool)}
+    has_null = any(m is None for m in members)
+    others = [m for m in members if isinstance(m, (list, tuple, dict))]
+
+    def test(value: Any) -> bool:
+        if isinstance(value, str):
+            if value in strings:
+                return True
+            if numbers:
+                number = parse_number(value)
+                return number is not None and number in numbers
+            return False
+        if isinstance(value, bool):
+            return value in bools
+        if is_number(value):
+            return value in numbers
+        if value is None:
+            return has_null
+        return any(json_equal(value, other) for other in others)
+
+    return test
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of dicts and lists; scalars (immutable) are shared."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_copy(item) for item in value]
+    return value

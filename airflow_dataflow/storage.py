@@ -1,0 +1,76 @@
+"""Local paths and object-storage URLs behind one small interface.
+
+Local paths (and ``file://`` URLs) use ``pathlib``; anything else (``s3://``, ``gs://``,
+``s3://conn_id@bucket/...``) goes through Airflow's ``ObjectStoragePath``.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+from pathlib import Path
+from typing import Any
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_local(location: str) -> bool:
+    return "://" not in location or location.startswith("file://")
+
+
+def resolve(location: str) -> Any:
+    """A path object for ``location``: ``pathlib.Path`` locally, else ``ObjectStoragePath``."""
+    if location.startswith("file://"):
+        return Path(location[len("file://") :])
+    if "://" not in location:
+        return Path(location).expanduser()
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(location)
+
+
+def has_glob(location: str) -> bool:
+    return any(char in location for char in _GLOB_CHARS)
+
+
+def expand(location: str) -> list[Any]:
+    """Every existing file ``location`` names (a path or a glob), sorted by name."""
+    if not has_glob(location):
+        path = resolve(location)
+        return [path] if path.is_file() else []
+    if is_local(location):
+        pattern = str(resolve(location))
+        return [
+            Path(found)
+            for found in sorted(globlib.glob(pattern, recursive=True))
+            if os.path.isfile(found)
+        ]
+    scheme, rest = location.split("://", 1)
+    parts = rest.split("/")
+    first_glob = next(index for index, part in enumerate(parts) if has_glob(part))
+    base = resolve(f"{scheme}://{'/'.join(parts[:first_glob])}")
+    pattern = "/".join(parts[first_glob:])
+    return sorted((found for found in base.glob(pattern) if found.is_file()), key=str)
+
+
+def write_atomically(location: str, data_writer: Any) -> Any:
+    """Write a file through ``data_writer(binary_file)``: temp file then rename where possible.
+
+    Readers never see a half-written file at ``location``. Object stores write the object
+    in one request, which is atomic already.
+    """
+    path = resolve(location)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                data_writer(handle)
+            os.replace(temporary, path)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+        return path
+    with path.open("wb") as handle:
+        data_writer(handle)
+    return path

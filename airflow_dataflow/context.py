@@ -20,6 +20,13 @@ class RunContext:
     params: Mapping[str, Any] = field(default_factory=dict)
     route_file: str = ""
 
+    @property
+    def base_dir(self) -> str:
+        """The route file's folder: relative paths in the route resolve against it."""
+        import os
+
+        return os.path.dirname(os.path.abspath(self.route_file)) if self.route_file else ""
+
     def template_vars(self, **extra: Any) -> dict[str, Any]:
         """Variables every template sees (DESIGN.md: route, destination, run_id, ds, params)."""
         values: dict[str, Any] = {

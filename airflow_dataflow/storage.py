@@ -29,6 +29,18 @@ def resolve(location: str) -> Any:
     return ObjectStoragePath(location)
 
 
+def absolute(location: str, base_dir: str) -> str:
+    """``location`` with a relative local path resolved against ``base_dir``.
+
+    Route files name paths relative to their own folder, so examples work wherever the
+    dags folder is; URLs and absolute paths are returned unchanged.
+    """
+    if "://" in location or not base_dir:
+        return location
+    expanded = os.path.expanduser(location)
+    return expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
+
+
 def has_glob(location: str) -> bool:
     return any(char in location for char in _GLOB_CHARS)
 

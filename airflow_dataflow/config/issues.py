@@ -48,7 +48,9 @@ def suggest(name: str, candidates: typing.Iterable[str]) -> str:
 def _data_path(value: Any, loc: tuple[Any, ...]) -> Path:
     """Drop the union tags pydantic puts in ``loc``, keeping only real keys and indexes."""
     path: list[str | int] = []
-    for part in loc:
+    for index, part in enumerate(loc):
+        if index + 1 < len(loc) and loc[index + 1] == part and isinstance(part, str):
+            continue  # a union tag followed by the field of the same name ("any", "any")
         if (isinstance(value, dict) and part in value) or (
             isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
         ):

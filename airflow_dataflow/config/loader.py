@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -198,10 +199,13 @@ def find_route_files(folder: str | os.PathLike[str]) -> list[str]:
     folder = os.path.abspath(folder)
     try:
         from airflow.configuration import conf
-        from airflow.utils.file import find_path_from_directory
 
-        syntax = conf.get_mandatory_value("core", "DAG_IGNORE_FILE_SYNTAX", fallback="glob")
-        candidates = find_path_from_directory(folder, ".airflowignore", syntax)
+        with warnings.catch_warnings():  # moved to a private module in Airflow 3.2; same function
+            warnings.simplefilter("ignore")
+            from airflow.utils.file import find_path_from_directory
+
+        syntax = conf.get("core", "DAG_IGNORE_FILE_SYNTAX", fallback="glob")
+        candidates: Iterable[Any] = find_path_from_directory(folder, ".airflowignore", syntax)
     except ImportError:
         candidates = (
             os.path.join(base, name) for base, _, names in os.walk(folder) for name in names

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -271,7 +271,7 @@ def _tagged_union(kinds: dict[str, Any]) -> Any:
     members = [Annotated[cls.settings_model, Tag(name)] for name, cls in kinds.items()]
     if not members:
         raise RuntimeError("no kinds registered: is airflow-dataflow installed (pip install -e .)?")
-    return Annotated[tuple(members), Discriminator(_type_tag)]
+    return Annotated[Union[tuple(members)], Discriminator(_type_tag)]  # noqa: UP007 - built at runtime
 
 
 def _type_tag(value: Any) -> str | None:

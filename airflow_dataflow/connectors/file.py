@@ -32,7 +32,7 @@ _EXTENSIONS: dict[str, FileFormat] = {
 class FileSourceSettings(ConnectorSettings):
     type: Literal["file"]  # type: ignore[assignment]
     path: str = Field(
-        description="Local path, glob (/data/*.jsonl) or object-storage URL (s3://...)"
+        description="Local path or glob (/data/*.jsonl; relative to the route file's folder) or object-storage URL (s3://...)"
     )
     format: FileFormat | None = Field(default=None, description="Default: from the file extension")
 
@@ -68,7 +68,7 @@ class FileConnector(Connector):
             yield from _READERS[file_format](path, name)
 
     def _files(self) -> list[Any]:
-        location = self.settings.path
+        location = storage.absolute(self.settings.path, self.context.base_dir)
         try:
             files = storage.expand(location)
         except Exception as exc:
@@ -86,7 +86,7 @@ class FileConnector(Connector):
 def _open_text(path: Any, name: str) -> io.TextIOBase:
     raw = path.open("rb")
     if name.endswith(".gz"):
-        raw = gzip.open(raw)
+        raw = gzip.open(raw)  # noqa: SIM115 - closed through the wrapper returned
     return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 

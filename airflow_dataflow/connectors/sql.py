@@ -30,6 +30,7 @@ from airflow_dataflow.hooks.sql import (
     sql_engine,
     unavailable_error_class,
 )
+from airflow_dataflow.templating import render_value
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class SqlSettings(ConnectorSettings):
     connection: str = Field(min_length=1, description="Airflow connection id")
     query: str = Field(min_length=1, description="SQL query; parameters as :name")
     parameters: dict[str, Any] = Field(
-        default_factory=dict, description="values of the query's :name parameters (bound)"
+        default_factory=dict,
+        description="values of the query's :name parameters (bound; may be templates like {{ params.x }})",
     )
 
     @model_validator(mode="after")
@@ -73,6 +75,10 @@ class SqlConnector(Connector):
     settings_model: ClassVar[type[ConnectorSettings]] = SqlSettings
     settings: SqlSettings
 
+    def bound_parameters(self) -> dict[str, Any]:
+        """The parameters with templates rendered once for this run (values stay bound, never SQL)."""
+        return render_value(self.settings.parameters, self.context.template_vars())
+
     def read(self) -> Iterator[Any | BadRecord]:
         engine = sql_engine(
             self.settings.connection,
@@ -91,7 +97,7 @@ class SqlConnector(Connector):
         try:
             with conn:
                 result = conn.execution_options(yield_per=FETCH_SIZE).execute(
-                    sa.text(self.settings.query), self.settings.parameters
+                    sa.text(self.settings.query), self.bound_parameters()
                 )
                 columns = _column_names(list(result.keys()), self.context.route)
                 for row in result:

@@ -137,19 +137,24 @@ class DatabaseDestination(Destination):
     def _write(self, engine: sa.Engine, writer: _Writer, chunks: Iterator[list[Record]]) -> int:
         delivered = 0
         if self.settings.mode == "replace":
-            with self._transaction(engine, delivered) as conn:
+            with self._transaction(
+                engine, "replacing the rows failed; the table is unchanged"
+            ) as conn:
                 conn.execute(writer.table.delete())
                 for chunk in chunks:
                     delivered += writer.write(conn, chunk, delivered)
             return delivered
         for chunk in chunks:
-            with self._transaction(engine, delivered) as conn:
+            what = f"writing records {delivered}-{delivered + len(chunk) - 1} failed"
+            if delivered:
+                what += f" (records 0-{delivered - 1} are written)"
+            with self._transaction(engine, what) as conn:
                 delivered += writer.write(conn, chunk, delivered)
         return delivered
 
     @contextmanager
-    def _transaction(self, engine: sa.Engine, offset: int) -> Iterator[sa.Connection]:
-        """A transaction; database errors become ``DestinationError`` naming the records."""
+    def _transaction(self, engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
+        """A transaction; a database error becomes a ``DestinationError`` saying ``what`` failed."""
         conn = connect(
             engine,
             self.settings.connection,
@@ -161,14 +166,12 @@ class DatabaseDestination(Destination):
             with conn, conn.begin():
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise self._write_error(exc, offset) from exc
+            raise self._error(exc, what) from exc
 
-    def _write_error(self, exc: sa.exc.SQLAlchemyError, offset: int) -> DestinationError:
+    def _error(self, exc: sa.exc.SQLAlchemyError, what: str) -> DestinationError:
+        """``exc`` as a DestinationError (retriable when the connection was lost)."""
         error_class = unavailable_error_class(DestinationError) if is_disconnect(exc) else None
-        return (error_class or DestinationError)(
-            f"{self._where()}: writing the records after the first {offset} failed: "
-            f"{driver_message(exc)}"
-        )
+        return (error_class or DestinationError)(f"{self._where()}: {what}: {driver_message(exc)}")
 
     def _table(self, engine: sa.Engine, first: list[Record]) -> sa.Table:
         try:
@@ -176,9 +179,7 @@ class DatabaseDestination(Destination):
             if table is None:
                 table = self._create_table(engine, first)
         except sa.exc.SQLAlchemyError as exc:
-            raise DestinationError(
-                f"{self._where()}: cannot read or create the table: {driver_message(exc)}"
-            ) from exc
+            raise self._error(exc, "cannot read or create the table") from exc
         self._check_key(table)
         return table
 
@@ -245,7 +246,7 @@ class _Writer:
                 f"columns or drop the fields with a transform"
             )
         missing_key = [name for name in self.key if record.get(name) is None]
-        if missing_key and self.mode == "upsert":
+        if self.mode == "upsert" and missing_key:
             raise DestinationError(
                 f"{self.where}: record {index} has no value for key "
                 f"column(s) {', '.join(missing_key)}"
@@ -348,11 +349,13 @@ def _column_type(kind: str, *, is_key: bool) -> sa.types.TypeEngine[Any]:
         return sa.Double()
     if kind == "bool":
         return sa.Boolean()
-    if kind == "datetime":
-        return sa.DateTime(timezone=True)
-    if kind == "json" and not is_key:
+    if kind == "datetime":  # MySQL DATETIME keeps whole seconds unless given fsp
+        return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    if is_key:
+        return sa.String(_KEY_STRING_LENGTH)
+    if kind == "json":
         return sa.JSON(none_as_null=True)
-    return sa.String(_KEY_STRING_LENGTH) if is_key else sa.Text()
+    return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # TEXT is 64 KB there
 
 
 def has_unique_key(table: sa.Table, key: list[str]) -> bool:

@@ -45,9 +45,10 @@ class FileDestination(Destination):
     settings: FileDestinationSettings
 
     def deliver(self, batches: Batches) -> DeliveryResult:
-        location = render_text(
+        rendered = render_text(
             self.settings.path, self.context.template_vars(destination=self.name, batch=0)
         )
+        location = storage.absolute(rendered, self.context.base_dir)
         file_format = self.settings.format or _format_from_name(location)
         writer = _WRITERS[file_format]
         counter = _Counter()

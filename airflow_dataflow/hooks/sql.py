@@ -119,36 +119,32 @@ def _get_connection(
 def _sqlalchemy_url(conn: Connection, *, route: str, setting: str, error_class: ErrorClass) -> URL:
     conn_type = (conn.conn_type or "").lower()
     if conn_type == "sqlite":
-        return _sqlite_url(conn)
-    if conn_type == "postgres":
-        return _postgres_url(conn)
+        return URL.create("sqlite", database=conn.host or conn.schema or ":memory:")
     if conn_type in ("mysql", "mariadb"):
         return _mysql_url(conn)
+    if conn_type == "postgres":
+        try:
+            return _postgres_url(conn)
+        except (TypeError, ValueError) as exc:
+            raise error_class(
+                f"route {route!r}: {setting} {conn.conn_id!r} is misconfigured: {exc}"
+            ) from exc
     raise error_class(
         f"route {route!r}: {setting} {conn.conn_id!r} has connection type {conn.conn_type!r}; "
         f"supported types: {', '.join(SUPPORTED_CONN_TYPES)}"
     )
 
 
-def _sqlite_url(conn: Connection) -> URL:
-    path = conn.host or conn.schema or ":memory:"
-    return URL.create("sqlite", database=path)
-
-
 def _postgres_url(conn: Connection) -> URL:
-    """The provider's URL (honours its extras); built here when the provider is missing."""
+    """The provider's URL (honours its extras); a plain psycopg2 URL without the provider."""
+    from airflow.sdk.exceptions import AirflowException
+
     try:
         url = conn.get_hook().sqlalchemy_url
-    except Exception as exc:  # provider absent or too old: fall back to a plain URL
-        log.debug("postgres provider gives no SQLAlchemy URL for %s: %s", conn.conn_id, exc)
-        return URL.create(
-            "postgresql+psycopg2",
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host or None,
-            port=conn.port or None,
-            database=conn.schema or None,
-        )
+    except (AirflowException, ImportError, NotImplementedError, AttributeError) as exc:
+        # provider not installed ("Unknown hook type") or too old to build a URL
+        log.info("no SQLAlchemy URL from the postgres provider for %s: %s", conn.conn_id, exc)
+        return _plain_url("postgresql+psycopg2", conn, {})
     return url if isinstance(url, URL) else sa.make_url(url)
 
 
@@ -157,8 +153,12 @@ def _mysql_url(conn: Connection) -> URL:
     query = {"charset": str(extras.get("charset") or "utf8mb4")}
     if extras.get("unix_socket"):
         query["unix_socket"] = str(extras["unix_socket"])
+    return _plain_url("mysql+pymysql", conn, query)
+
+
+def _plain_url(drivername: str, conn: Connection, query: dict[str, str]) -> URL:
     return URL.create(
-        "mysql+pymysql",
+        drivername,
         username=conn.login or None,
         password=conn.password or None,
         host=conn.host or None,

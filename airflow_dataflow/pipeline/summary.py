@@ -40,12 +40,12 @@ def summarize(
         "run_id": run_id,
         "counts": {
             "read": counts["read"],
+            "matched": counts["matched"],
             "unmatched": counts["unmatched"],
             "dead_lettered": counts["dead_lettered"],
             "rules": counts["rules"],
             "destinations": delivered,
         },
-        "matched": counts["matched"],
         "routed": counts["routed"],
         "dead_letters": routing.get("dead_letters"),
         "warnings": warnings,
@@ -55,11 +55,11 @@ def summarize(
 def check_conservation(summary: dict[str, Any], route: LoadedRoute) -> None:
     """read = matched + unmatched + dead-lettered; each destination got what was routed to it."""
     counts = summary["counts"]
-    accounted = summary["matched"] + counts["unmatched"] + counts["dead_lettered"]
+    accounted = counts["matched"] + counts["unmatched"] + counts["dead_lettered"]
     if accounted != counts["read"]:
         raise ConservationError(
             f"route {route.route_id!r}: read {counts['read']} records but accounted for {accounted} "
-            f"(matched {summary['matched']}, unmatched {counts['unmatched']}, "
+            f"(matched {counts['matched']}, unmatched {counts['unmatched']}, "
             f"dead-lettered {counts['dead_lettered']})"
         )
     for name, routed in summary["routed"].items():

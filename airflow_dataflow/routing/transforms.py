@@ -92,7 +92,7 @@ def _rename(arg: Any, where: str, variables: Mapping[str, Any] | None) -> Step:
     ]
 
     def rename(record: dict[str, Any]) -> dict[str, Any]:
-        moved = [(new, get_field(record, old)) for old, new in pairs]
+        moved = [(new, pop_field(record, old)) for old, new in pairs]
         for new, value in moved:
             if value is not MISSING:
                 set_field(record, new, value)

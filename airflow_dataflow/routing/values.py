@@ -53,7 +53,7 @@ def json_equal(left: Any, right: Any) -> bool:
         return (
             isinstance(right, (list, tuple))
             and len(left) == len(right)
-            and all(json_equal(a, b) for a, b in zip(left, right))
+            and all(json_equal(a, b) for a, b in zip(left, right, strict=True))
         )
     if isinstance(left, dict):
         return (

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from airflow_dataflow.routing import conditions as conditions_module
 from airflow_dataflow.routing import compile_condition, compile_router
+from airflow_dataflow.routing import conditions as conditions_module
 
 RECORD: dict[str, Any] = {
     "amount": 150,
@@ -170,7 +170,9 @@ def test_combinators_nest() -> None:
     }
     assert check(cond) is True
     assert check({"not": cond}) is False
-    assert check({"any": [{"path": "$.missing", "exists": True}, {"path": "$.x", "eq": 1}]}) is False
+    assert (
+        check({"any": [{"path": "$.missing", "exists": True}, {"path": "$.x", "eq": 1}]}) is False
+    )
     assert check({"all": [{"path": "$.amount", "eq": 150}]}) is True
 
 

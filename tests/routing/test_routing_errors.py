@@ -36,7 +36,10 @@ from airflow_dataflow.routing import (
         ({"all": {"path": "$.a", "eq": 1}}, "'all' needs a non-empty list"),
         ({"any": [{"path": "$.a", "eq": 1}], "path": "$.a"}, "'any' must be the only key"),
         ({"not": [1]}, "when.not: a condition must be a mapping, got array"),
-        ({"all": [{"path": "$.a", "eq": 1}, {"any": [{"path": "$.b", "bad": 1}]}]}, "when.all[1].any[0]: unknown operator 'bad'"),
+        (
+            {"all": [{"path": "$.a", "eq": 1}, {"any": [{"path": "$.b", "bad": 1}]}]},
+            "when.all[1].any[0]: unknown operator 'bad'",
+        ),
         ("x", "a condition must be a mapping, got string"),
         ({"path": "$.a", "eq": "{{ params.missing.x }}"}, "when.eq: cannot render template"),
     ],
@@ -87,7 +90,12 @@ def test_bad_path_in_select() -> None:
 @pytest.mark.parametrize(
     ("rules", "kwargs", "error", "message"),
     [
-        ([{"name": "r", "to": ["d"]}], {"mode": "any"}, RuleError, "mode: must be 'all' or 'first'"),
+        (
+            [{"name": "r", "to": ["d"]}],
+            {"mode": "any"},
+            RuleError,
+            "mode: must be 'all' or 'first'",
+        ),
         ([{"to": ["d"]}], {}, RuleError, "rules[0]: a rule needs a non-empty string 'name'"),
         ([{"name": "r", "to": "d"}], {}, RuleError, "rule 'r'.to: needs a list"),
         ([{"name": "r"}], {}, RuleError, "rule 'r'.to: needs a list"),

@@ -198,7 +198,9 @@ class StepFailed(Exception):
 def ref_route(rules: list[dict[str, Any]], mode: str, unmatched: list[str], record: Any) -> Any:
     if not isinstance(record, dict):
         return [], [], [(None, None, None)], "dead"
-    ordered = [r for _, r in sorted(enumerate(rules), key=lambda t: (-t[1].get("priority", 0), t[0]))]
+    ordered = [
+        r for _, r in sorted(enumerate(rules), key=lambda t: (-t[1].get("priority", 0), t[0]))
+    ]
     matched, deliveries, dead = [], [], []
     for rule in ordered:
         if not ref_when(rule.get("when"), record):
@@ -221,12 +223,13 @@ def ref_route(rules: list[dict[str, Any]], mode: str, unmatched: list[str], reco
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["DE", "FR", "abc", "12", "3.5", " 7 ", "1e2", "-4", "nan", "true", "yes", "0", "", "x y"]
+CONFUSABLE: list[Any] = [None, True, False, 0, 1, 1.0, "1", "0", "true", 12, "12", 12.0, ""]
 scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-5, 200),
-    st.sampled_from([0.5, 12.0, -3.25, 150.0, 1e3]),
+    st.sampled_from(CONFUSABLE),
+    st.sampled_from(CONFUSABLE),
     st.sampled_from(STRINGS),
+    st.integers(-5, 200),
+    st.sampled_from([0.5, -3.25, 150.0, 1e3]),
     st.text(alphabet="abDE0125.-+ e", max_size=5),
 )
 json_values = st.recursive(
@@ -236,12 +239,9 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
-records = st.one_of(
-    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=3),
-    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=3),
-    st.dictionaries(st.sampled_from(KEYS), json_values, max_size=3),
-    st.lists(scalars, max_size=2),
-)
+top_values = st.one_of(scalars, scalars, json_values)
+objects = st.dictionaries(st.sampled_from(KEYS), top_values, min_size=1, max_size=3)
+records = st.one_of(objects, objects, objects, objects, objects, st.lists(scalars, max_size=2))
 PATHS = [
     "$",
     "$.a",
@@ -259,9 +259,11 @@ PATHS = [
     "$.*",
     "$.a[1:]",
 ]
-paths = st.sampled_from(PATHS)
+paths = st.one_of(
+    st.sampled_from(["$.a", "$.b", "$.c", "$.a[*]", "$.b[0]"]), st.sampled_from(PATHS)
+)
 numbers_or_strings = st.one_of(
-    st.integers(-5, 200), st.sampled_from([0.5, 12.0, 150.0]), st.sampled_from(STRINGS)
+    st.sampled_from([0, 1, 0.5, 12, 12.0, 150.0]), st.integers(-5, 200), st.sampled_from(STRINGS)
 )
 
 
@@ -357,3 +359,40 @@ def test_compiled_paths_agree_with_jsonpath_ng(path: str, record: Any) -> None:
     expected = canon(ref_find(path, record))
     assert canon(compile_path(path)(record)) == expected
     assert canon(compile_path(path, fast=False)(record)) == expected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(cond=st.one_of(leaves, conditions), record=records)
+def test_conditions_agree_with_reference(cond: dict[str, Any], record: Any) -> None:
+    from airflow_dataflow.routing import compile_condition
+
+    assert compile_condition(cond)(record) is ref_when(cond, record)
+
+
+def confusable_leaf(op: str) -> st.SearchStrategy[Any]:
+    value: st.SearchStrategy[Any]
+    if op in ("in", "not_in"):
+        value = st.lists(st.sampled_from(CONFUSABLE), max_size=3)
+    elif op in ("gt", "gte", "lt", "lte"):
+        value = st.sampled_from([v for v in CONFUSABLE if isinstance(v, (int, float, str))])
+        value = value.filter(lambda v: not isinstance(v, bool))
+    elif op == "matches":
+        value = st.sampled_from(["^1", "e$", "^$"])
+    elif op == "exists":
+        value = st.booleans()
+    else:
+        value = st.one_of(st.sampled_from(CONFUSABLE), st.lists(st.sampled_from(CONFUSABLE)))
+    path = st.sampled_from(["$.a", "$.a[*]", "$.b"])
+    return st.builds(lambda p, v: {"path": p, op: v}, path, value)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    cond=st.sampled_from(OPS).flatmap(confusable_leaf),
+    value=st.one_of(st.sampled_from(CONFUSABLE), st.lists(st.sampled_from(CONFUSABLE), max_size=3)),
+)
+def test_type_confusion_agrees_with_reference(cond: dict[str, Any], value: Any) -> None:
+    from airflow_dataflow.routing import compile_condition
+
+    record = {"a": value}
+    assert compile_condition(cond)(record) is ref_when(cond, record)

@@ -49,7 +49,7 @@ def test_example_from_the_design() -> None:
         dead=[],
         status="matched",
     )
-    assert BIG_EU == before
+    assert before == BIG_EU
     assert all(record is not BIG_EU for _, record in routed.deliveries)
 
 
@@ -143,7 +143,9 @@ def test_non_object_records_are_dead(record: Any, kind: str) -> None:
     routed = compile_router(RULES, unmatched=["rest"]).route(record)
     assert routed.status == "dead"
     assert routed.rules == [] and routed.deliveries == []
-    assert routed.dead == [DeadLetter(None, None, None, f"record is not a JSON object (got {kind})", record)]
+    assert routed.dead == [
+        DeadLetter(None, None, None, f"record is not a JSON object (got {kind})", record)
+    ]
 
 
 def test_statuses_are_conserved() -> None:
@@ -183,7 +185,10 @@ def test_explain() -> None:
         {"rule": "big", "matched": True},
         {"rule": "eu", "matched": True},
     ]
-    assert router.explain([]) == [{"rule": "big", "matched": False}, {"rule": "eu", "matched": False}]
+    assert router.explain([]) == [
+        {"rule": "big", "matched": False},
+        {"rule": "eu", "matched": False},
+    ]
 
 
 def test_rule_without_when_or_transform() -> None:

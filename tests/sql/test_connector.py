@@ -192,6 +192,7 @@ def test_bad_query_names_route_setting_and_driver_error(db: Any, context: RunCon
     assert "no_such_table" in message
 
 
+@pytest.mark.filterwarnings("ignore:Previous unbuffered result was left incomplete")
 def test_duplicate_column_names_are_refused(db: Any, context: RunContext) -> None:
     with pytest.raises(SourceError, match="several columns named a; give them distinct aliases"):
         _read(db.conn_id, "SELECT 1 AS a, 2 AS a", context)

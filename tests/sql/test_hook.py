@@ -80,6 +80,12 @@ def test_unsupported_connection_type_lists_supported(define_conn: DefineConn) ->
         _engine(conn_id)
 
 
+def test_misconfigured_provider_extra_is_reported(define_conn: DefineConn) -> None:
+    conn_id = define_conn("postgres://postgres@127.0.0.1:5432/test?sqlalchemy_scheme=mysql")
+    with pytest.raises(SourceError, match=rf"'{conn_id}' is misconfigured: .*sqlalchemy_scheme"):
+        _engine(conn_id)
+
+
 @pytest.mark.parametrize(
     ("uri", "driver_says"),
     [

@@ -1,4 +1,4 @@
-"""Fixtures for the SQL layer: Airflow connections from env vars, and one database per test.
+"""Database fixtures: Airflow connections from env vars, and one fresh database per test.
 
 PostgreSQL and MariaDB come from local servers (override with ``DATAFLOW_TEST_POSTGRES_URI`` /
 ``DATAFLOW_TEST_MYSQL_URI``, Airflow connection URIs). When one is unreachable its tests are

@@ -1,0 +1,51 @@
+"""Run the real ``airflow-dataflow`` command in a subprocess, as users do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+COMMAND = str(Path(sys.executable).with_name("airflow-dataflow"))
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The last stdout line of ``run --json``: one JSON object."""
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert lines, f"no output; stderr:\n{self.stderr[-3000:]}"
+        return json.loads(lines[-1])
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
+    completed = subprocess.run(
+        [COMMAND, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def assert_conserved(summary: dict[str, Any]) -> None:
+    """Every record accounted for: read = matched + unmatched + dead-lettered."""
+    counts = summary["counts"]
+    assert counts["read"] == counts["matched"] + counts["unmatched"] + counts["dead_lettered"], (
+        counts
+    )

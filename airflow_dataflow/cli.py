@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from airflow_dataflow.errors import ConfigIssue, DataflowError, RouteConfigError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and not args.verbose:
+        # Task logs at warning level and above; the summary is printed at the end.
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+        warnings.simplefilter("ignore", DeprecationWarning)  # other packages' notices, not the run's
     try:
         return int(args.handler(args))
     except RouteConfigError as exc:
@@ -50,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="end with the run summary as one JSON line"
     )
+    run.add_argument("-v", "--verbose", action="store_true", help="show every task log line")
     run.set_defaults(handler=cmd_run)
 
     test_route = commands.add_parser(

@@ -26,7 +26,28 @@ def resolve(location: str) -> Any:
         return Path(location).expanduser()
     from airflow.sdk import ObjectStoragePath
 
+    _attach_fsspec_fallback(location.split("://", 1)[0])
     return ObjectStoragePath(location)
+
+
+def _attach_fsspec_fallback(scheme: str) -> None:
+    """Let ``ObjectStoragePath`` open schemes no Airflow provider registers (``memory://``, ...).
+
+    ``ObjectStoragePath.open`` only knows schemes a provider registers (``s3``, ``gs``, ...);
+    for any other scheme fsspec implements, attach fsspec's own filesystem once.
+    """
+    from airflow.sdk.io import attach, has_fs
+    from airflow.sdk.io.store import _STORE_CACHE
+
+    if scheme in _STORE_CACHE or has_fs(scheme):
+        return
+    import fsspec
+
+    try:
+        filesystem = fsspec.filesystem(scheme)
+    except (ImportError, ValueError):
+        return  # unknown scheme: Airflow's own error names it at first use
+    attach(scheme, fs=filesystem)
 
 
 def absolute(location: str, base_dir: str) -> str:
@@ -38,7 +59,7 @@ def absolute(location: str, base_dir: str) -> str:
     if "://" in location or not base_dir:
         return location
     expanded = os.path.expanduser(location)
-    return expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
+    return os.path.normpath(expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded))
 
 
 def has_glob(location: str) -> bool:

@@ -20,7 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run" and not args.verbose:
         # Task logs at warning level and above; the summary is printed at the end.
         os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-        warnings.simplefilter("ignore", DeprecationWarning)  # other packages' notices, not the run's
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # other packages' notices, not the run's
     try:
         return int(args.handler(args))
     except RouteConfigError as exc:

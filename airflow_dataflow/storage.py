@@ -59,7 +59,9 @@ def absolute(location: str, base_dir: str) -> str:
     if "://" in location or not base_dir:
         return location
     expanded = os.path.expanduser(location)
-    return os.path.normpath(expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded))
+    return os.path.normpath(
+        expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
+    )
 
 
 def has_glob(location: str) -> bool:

@@ -16,9 +16,9 @@ class DestinationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["__base__"]
-    per: Literal["record", "batch"] | None = None
-    min_records: int = Field(default=0, ge=0)
-    rate_limit: float | None = Field(default=None, gt=0)
+    min_records: int = Field(
+        default=0, ge=0, description="Deliver only when at least this many records were routed here"
+    )
 
 
 @dataclass

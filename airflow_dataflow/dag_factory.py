@@ -1,6 +1,6 @@
 """Route files to Airflow DAGs: ``build_dag`` for one route, ``load_routes`` for a folder.
 
-Each route becomes ``extract -> route -> deliver_<dest>... -> commit`` (``route -> commit`` too,
+Each route becomes ``[wait_for_*] -> extract -> route -> deliver_<dest>... -> commit`` (``route -> commit`` too,
 so the run commits when nothing was routed). Only the DAG is built here: no connection is
 opened and no provider SDK imported at parse time.
 """
@@ -42,6 +42,7 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
     from airflow_dataflow.operators.commit import CommitOperator
     from airflow_dataflow.operators.deliver import DeliverOperator
     from airflow_dataflow.operators.extract import ExtractOperator
+    from airflow_dataflow.operators.wait import WaitForOperator
 
     config = route.config
     common = {"route_file": route.file, "route_id": route.route_id, "dags_root": dags_root}
@@ -65,6 +66,17 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
             DeliverOperator(task_id=deliver_task_id(name), destination=name, **common)
             for name in config.destinations
         ]
+        waits = [
+            WaitForOperator(
+                task_id=f"wait_for_{index}_{wait.type}",
+                index=index,
+                timeout=wait.timeout.total_seconds(),
+                poke_interval=wait.poke_interval.total_seconds(),
+                **common,
+            )
+            for index, wait in enumerate(config.wait_for)
+        ]
+        waits >> extract
         extract >> branch
         branch >> deliveries
         deliveries >> commit

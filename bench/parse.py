@@ -19,7 +19,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LOADER = REPO / "dags" / "dataflow_routes.py"
@@ -148,18 +147,20 @@ def write_dagfactory(folder: Path, n: int) -> None:
 # --------------------------------------------------------------------------- child process
 
 
-def child_main(kind: str, folder: str, expected: int, only: str | None, profile: str | None) -> None:
+def child_main(
+    kind: str, folder: str, expected: int, only: str | None, profile: str | None
+) -> None:
     """Time imports and the DagBag fill in this (fresh) process; print one JSON line."""
     start = time.perf_counter()
-    import airflow  # noqa: F401
+    import airflow
     from airflow.dag_processing.dagbag import DagBag
 
     airflow_done = time.perf_counter()
     if kind == "ours":
-        import airflow_dataflow.loader  # noqa: F401
-        import airflow_dataflow.operators.branch  # noqa: F401
-        import airflow_dataflow.operators.commit  # noqa: F401
-        import airflow_dataflow.operators.deliver  # noqa: F401
+        import airflow_dataflow.loader
+        import airflow_dataflow.operators.branch
+        import airflow_dataflow.operators.commit
+        import airflow_dataflow.operators.deliver
         import airflow_dataflow.operators.extract  # noqa: F401
     else:
         import airflow.providers.standard.operators.empty  # noqa: F401
@@ -374,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         metavar="KIND",
-        choices=["ours", "dagfactory"],
-        help="instead: cProfile one DagBag fill of KIND at the largest size",
+        choices=["ours", "dagfactory", "ours-worker"],
+        help="instead: cProfile one DagBag fill of KIND at the largest size (ours-worker: one route)",
     )
     parser.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--only", help=argparse.SUPPRESS)
@@ -393,10 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         if args.profile:
             n = max(sizes)
-            folder = work / f"{args.profile}_{n}"
-            (write_routes if args.profile == "ours" else write_dagfactory)(folder, n)
+            kind = "dagfactory" if args.profile == "dagfactory" else "ours"
+            folder = work / f"{kind}_{n}"
+            (write_routes if kind == "ours" else write_dagfactory)(folder, n)
             stats = str(work / "profile.out")
-            run_child(args.profile, folder, home, n, profile=stats)
+            if args.profile == "ours-worker":
+                run_child(kind, folder, home, 1, only=route_id(0), profile=stats)
+            else:
+                run_child(kind, folder, home, n, profile=stats)
             print_profile(stats, 30)
             return 0
 

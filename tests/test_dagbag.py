@@ -18,6 +18,8 @@ VALID = """
     params:
       limit: {{type: integer, default: 5}}
     retries: 3
+    wait_for:
+      - {{type: file, path: "data/{{{{ ds }}}}/_SUCCESS", timeout: 600, poke_interval: 30}}
     source: {{type: file, path: data/in.jsonl}}
     rules:
       - name: big
@@ -68,6 +70,7 @@ def test_valid_routes_become_dags_with_the_route_shape(dags_folder: Path) -> Non
     assert sorted(bag.dag_ids) == ["alpha", "beta_custom"]
     dag = bag.dags["alpha"]
     assert set(dag.task_ids) == {
+        "wait_for_0_file",
         "extract",
         "route",
         "deliver_big",
@@ -75,6 +78,9 @@ def test_valid_routes_become_dags_with_the_route_shape(dags_folder: Path) -> Non
         "deliver_audit",
         "commit",
     }
+    sensor = dag.get_task("wait_for_0_file")
+    assert sensor.downstream_task_ids == {"extract"}
+    assert (sensor.timeout, sensor.poke_interval, sensor.mode) == (600, 30, "reschedule")
     assert dag.get_task("extract").downstream_task_ids == {"route"}
     assert dag.get_task("route").downstream_task_ids == {
         "deliver_big",

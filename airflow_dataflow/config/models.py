@@ -284,12 +284,18 @@ def _type_tag(value: Any) -> str | None:
 @cache
 def route_model() -> type[RouteBase]:
     """The full route model, with source and destination kinds from the registry."""
+    from airflow_dataflow.config.waits import WaitFor
+
     source = _tagged_union(connector_kinds())
     destination = _tagged_union(destination_kinds())
     destination_name = Annotated[str, Field(pattern=DESTINATION_NAME_PATTERN)]
     return create_model(
         "RouteConfig",
         __base__=RouteBase,
+        wait_for=(
+            list[WaitFor],  # type: ignore[valid-type]
+            Field(default_factory=list, description="Sensors that must succeed before extract"),
+        ),
         source=(source, Field(description="Where records come from")),
         destinations=(
             dict[destination_name, destination],  # type: ignore[valid-type]

@@ -13,6 +13,8 @@ from tests.support.routes import read_jsonl, write_route
 ROUTE = """
     params:
       since_id: {{type: integer, default: 0}}
+    wait_for:
+      - {{type: sql, connection: {conn}, query: "SELECT COUNT(*) FROM {source}", timeout: 60, poke_interval: 1}}
     source:
       type: sql
       connection: {conn}

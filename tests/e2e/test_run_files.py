@@ -136,6 +136,8 @@ def test_csv_and_parquet_sources_and_mode_first(
         "mixed",
         """
         source: {type: file, path: "data/*"}
+        wait_for:
+          - {type: file, path: "data/*.csv", timeout: 60, poke_interval: 1}
         mode: first
         rules:
           - name: big

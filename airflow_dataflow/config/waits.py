@@ -1,0 +1,52 @@
+"""``wait_for:`` entries: sensors that run before ``extract``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from airflow_dataflow.config.durations import parse_duration
+from airflow_dataflow.config.models import Duration
+
+
+class WaitBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: Duration = Field(
+        default=timedelta(hours=1), description="Give up (fail) after this long"
+    )
+    poke_interval: Duration = Field(
+        default=timedelta(seconds=60), description="Time between checks"
+    )
+
+
+class FileWait(WaitBase):
+    """Waits until a path, glob or object-storage URL names at least one file."""
+
+    type: Literal["file"]
+    path: str = Field(description="Path (relative to the route file), glob or URL; a template")
+
+
+class SqlWait(WaitBase):
+    """Waits until a query's first cell is truthy."""
+
+    type: Literal["sql"]
+    connection: str
+    query: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def _wait_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    return getattr(value, "type", None)
+
+
+WaitFor = Annotated[
+    Union[Annotated[FileWait, Tag("file")], Annotated[SqlWait, Tag("sql")]],  # noqa: UP007
+    Discriminator(_wait_kind),
+]
+
+__all__ = ["FileWait", "SqlWait", "WaitFor", "parse_duration"]

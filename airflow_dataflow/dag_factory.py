@@ -7,10 +7,12 @@ opened and no provider SDK imported at parse time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import cache
@@ -45,7 +47,15 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
     from airflow_dataflow.operators.wait import WaitForOperator
 
     config = route.config
-    common = {"route_file": route.file, "route_id": route.route_id, "dags_root": dags_root}
+    common = {
+        "route_file": route.file,
+        "route_id": route.route_id,
+        "dags_root": dags_root,
+        # Given to each task rather than as DAG default_args: Airflow deep-copies and merges
+        # default_args into every operator, a sixth of the build time with many routes.
+        "retries": config.retries,
+        "retry_delay": config.retry_delay,
+    }
     with DAG(
         dag_id=route.route_id,
         description=config.description,
@@ -54,7 +64,6 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
         catchup=config.catchup,
         tags=sorted({"dataflow", *config.tags}),
         params=_params(config.params),
-        default_args={"retries": config.retries, "retry_delay": config.retry_delay},
         doc_md=_doc_md(route),
         max_active_runs=1,
         **_config_defaults(),
@@ -90,14 +99,33 @@ def load_routes(
     """Build every valid route under ``folder``; collect the issues of the others.
 
     With ``only_dag_id`` (a worker running one DAG) only the file defining that route is
-    loaded. With ``build=False`` routes are validated but no DAG is built.
+    loaded: the file named after it, else the file whose ``route:`` key names it. With
+    ``build=False`` routes are validated but no DAG is built.
     """
     root = os.path.abspath(folder)
     result = LoadResult()
     files = find_route_files(root)
-    if only_dag_id is not None:
-        files = _files_for(only_dag_id, files)
-    defined_in: dict[str, str] = {}
+    with _collector_paused():
+        if only_dag_id is None:
+            _load_files(files, root, result, build=build)
+            return result
+        by_name = [file for file in files if route_id_from_file(file) == only_dag_id]
+        _load_files(by_name, root, result, build=build, only_dag_id=only_dag_id)
+        if only_dag_id not in result.routes:
+            others = _files_declaring(only_dag_id, (file for file in files if file not in by_name))
+            _load_files(others, root, result, build=build, only_dag_id=only_dag_id)
+    return result
+
+
+def _load_files(
+    files: Iterable[str],
+    root: str,
+    result: LoadResult,
+    *,
+    build: bool,
+    only_dag_id: str | None = None,
+) -> None:
+    defined_in = {route.route_id: route.file for route in result.routes.values()}
     for file in files:
         try:
             route = load_route(file, root=root)
@@ -107,14 +135,10 @@ def load_routes(
         if only_dag_id is not None and route.route_id != only_dag_id:
             continue
         if route.route_id in defined_in:
-            result.issues.append(
-                ConfigIssue(
-                    file,
-                    1,
-                    1,
-                    f"route id {route.route_id!r} is already defined by {defined_in[route.route_id]}",
-                )
+            message = (
+                f"route id {route.route_id!r} is already defined by {defined_in[route.route_id]}"
             )
+            result.issues.append(ConfigIssue(file, 1, 1, message))
             continue
         defined_in[route.route_id] = file
         result.routes[route.route_id] = route
@@ -123,7 +147,23 @@ def load_routes(
                 result.dags[route.route_id] = build_dag(route, dags_root=root)
             except Exception as exc:  # a DAG Airflow refuses must not hide the others
                 result.issues.append(ConfigIssue(file, 1, 1, f"cannot build the DAG: {exc}"))
-    return result
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while many DAGs are built.
+
+    Building a DAG allocates thousands of long-lived objects; the collector would scan them
+    over and over (a fifth of the parse time with a thousand routes). Reference counting
+    still frees everything as usual; the collector runs again afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @cache
@@ -144,14 +184,10 @@ def _config_defaults() -> dict[str, Any]:
     }
 
 
-def _files_for(dag_id: str, files: Iterable[str]) -> list[str]:
-    """The file(s) that may define ``dag_id``: by name first, else by a cheap text scan."""
-    files = list(files)
-    by_name = [file for file in files if route_id_from_file(file) == dag_id]
-    scanned = []
+def _files_declaring(dag_id: str, files: Iterable[str]) -> list[str]:
+    """The files whose ``route:`` key names ``dag_id`` (a cheap text scan, no YAML parsing)."""
+    found = []
     for file in files:
-        if file in by_name:
-            continue
         try:
             with open(file, encoding="utf-8") as handle:
                 text = handle.read()
@@ -159,8 +195,8 @@ def _files_for(dag_id: str, files: Iterable[str]) -> list[str]:
             continue
         match = _ROUTE_KEY.search(text)
         if match and match.group(1) == dag_id:
-            scanned.append(file)
-    return by_name + scanned
+            found.append(file)
+    return found
 
 
 def _schedule(schedule: Any) -> Any:

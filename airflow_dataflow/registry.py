@@ -25,9 +25,15 @@ class UnknownKindError(DataflowError):
 
 
 @cache
+def _all_entry_points() -> Any:
+    """Every installed entry point, read once (scanning distributions is the slow part)."""
+    return entry_points()
+
+
+@cache
 def _load_group(group: str) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
-    for entry in entry_points(group=group):
+    for entry in _all_entry_points().select(group=group):
         try:
             kinds[entry.name] = entry.load()
         except Exception as exc:  # a broken plugin must not hide the others

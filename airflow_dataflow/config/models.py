@@ -68,7 +68,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# Paths of plain fields, indexes and wildcards are valid JSONPath by construction; checking them
+# with this pattern keeps jsonpath-ng's parser (slow to build) out of DAG parsing.
+_SIMPLE_PATH = re.compile(r"^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\[-?\d+\]|\[\*\]|\.\*)*$")
+
+
 def _check_path(value: str) -> str:
+    if _SIMPLE_PATH.match(value):
+        return value
     from airflow_dataflow.routing.jsonpath import compile_path
 
     compile_path(value)  # raises ValueError with the parser's message

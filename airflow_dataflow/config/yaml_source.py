@@ -22,6 +22,7 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 Path = tuple[str | int, ...]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 _ENV_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -38,7 +39,7 @@ class LocatedDocument:
 
     file: str
     value: Any
-    positions: dict[Path, Position] = field(default_factory=dict)
+    positions: dict[Path, tuple[str, int, int]] = field(default_factory=dict)  # file, line, column
     issues: list[ConfigIssue] = field(default_factory=list)
 
     def position_of(self, path: Path) -> Position:
@@ -46,7 +47,7 @@ class LocatedDocument:
         for end in range(len(path), -1, -1):
             found = self.positions.get(path[:end])
             if found is not None:
-                return found
+                return Position(*found)
         return Position(self.file, 1, 1)
 
     def issue(self, path: Path, message: str) -> ConfigIssue:
@@ -59,6 +60,8 @@ class _Builder:
 
     def __init__(self, document: LocatedDocument) -> None:
         self.document = document
+        self.file = document.file
+        self.positions = document.positions
         self.constructor = yaml.constructor.SafeConstructor()
 
     def build(self, node: yaml.Node, path: Path) -> Any:
@@ -70,6 +73,9 @@ class _Builder:
                 self._mark(path + (index,), item)
                 values.append(self.build(item, path + (index,)))
             return values
+        if node.tag == _STR_TAG:  # most scalars: no constructor needed
+            value = node.value
+            return self._substitute_env(value, path) if "${" in value else value
         value = self.constructor.construct_object(node, deep=True)
         if isinstance(value, str) and "${" in value:
             return self._substitute_env(value, path)
@@ -126,7 +132,7 @@ class _Builder:
 
     def _mark(self, path: Path, node: yaml.Node) -> None:
         mark = node.start_mark
-        self.document.positions[path] = Position(self.document.file, mark.line + 1, mark.column + 1)
+        self.positions[path] = (self.file, mark.line + 1, mark.column + 1)
 
     def _issue_at(self, node: yaml.Node, message: str) -> ConfigIssue:
         mark = node.start_mark
@@ -153,6 +159,6 @@ def parse_yaml(text: str, file: str) -> LocatedDocument:
     if node is None:
         document.value = {}
         return document
-    document.positions[()] = Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
+    document.positions[()] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
     document.value = _Builder(document).build(node, ())
     return document

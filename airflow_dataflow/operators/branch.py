@@ -8,7 +8,6 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 
 from airflow_dataflow.operators.base import RouteTaskMixin
 from airflow_dataflow.pipeline.deliver import wanted_destinations
-from airflow_dataflow.pipeline.route import route_records
 
 ROUTING_KEY = "routing"
 
@@ -31,6 +30,10 @@ class RouteBranchOperator(RouteTaskMixin, BaseBranchOperator):
         self.dags_root = dags_root
 
     def choose_branch(self, context: Any) -> list[str]:
+        from airflow_dataflow.pipeline.route import (
+            route_records,
+        )  # the routing engine: run time only
+
         extracted = context["ti"].xcom_pull(task_ids="extract")
         routing = route_records(
             self.route, self.run_context(context), self.staging(context), extracted

@@ -23,7 +23,9 @@ def test_file_wait_renders_the_path_and_resolves_it_against_the_route(tmp_path: 
     assert file_ready(FileWait(type="file", path="data/*/_SUCCESS"), context)
 
 
-def test_sql_wait_is_true_when_the_first_cell_is_truthy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sql_wait_is_true_when_the_first_cell_is_truthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     database = tmp_path / "w.db"
     with sa.create_engine(f"sqlite:///{database}").begin() as conn:
         conn.execute(sa.text("CREATE TABLE loads (day TEXT, done INTEGER)"))
@@ -33,7 +35,10 @@ def test_sql_wait_is_true_when_the_first_cell_is_truthy(tmp_path: Path, monkeypa
 
     def wait(day: str) -> SqlWait:
         return SqlWait(
-            type="sql", connection="wait_db", query="SELECT done FROM loads WHERE day = :day", parameters={"day": day}
+            type="sql",
+            connection="wait_db",
+            query="SELECT done FROM loads WHERE day = :day",
+            parameters={"day": day},
         )
 
     assert sql_ready(wait("{{ ds }}"), context, setting="wait_for[0].connection")
@@ -41,7 +46,9 @@ def test_sql_wait_is_true_when_the_first_cell_is_truthy(tmp_path: Path, monkeypa
     assert not sql_ready(wait("2030-01-01"), context, setting="wait_for[0].connection")  # no row
 
 
-def test_sql_wait_with_a_missing_connection_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sql_wait_with_a_missing_connection_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_NOWHERE", raising=False)
     wait = SqlWait(type="sql", connection="nowhere", query="SELECT 1")
     with pytest.raises(SourceError, match=r"wait_for\[2\]\.connection"):

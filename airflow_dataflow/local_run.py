@@ -72,20 +72,28 @@ def run_route(
 
 
 def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
+    """State, summary and delivery locations of a finished run, read from the metadata DB.
+
+    When ``commit`` did not run (a delivery failed), the counts come from what the ``route``
+    task routed and what each ``deliver_*`` task delivered, so a failed run still reports.
+    """
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow_dataflow.operators.branch import ROUTING_KEY
     from airflow_dataflow.operators.commit import SUMMARY_KEY
+    from airflow_dataflow.pipeline.summary import summarize
 
     state = str(getattr(dag_run.state, "value", dag_run.state))
     with create_session() as session:
-        summary = session.scalars(
-            XComModel.get_many(
-                run_id=dag_run.run_id, dag_ids=route.route_id, task_ids="commit", key=SUMMARY_KEY
+        xcoms = {
+            (row.task_id, row.key): _xcom_value(row)
+            for row in session.scalars(
+                XComModel.get_many(run_id=dag_run.run_id, dag_ids=route.route_id)
             )
-        ).first()
+        }
         failed = session.scalars(
             select(TaskInstance.task_id).where(
                 TaskInstance.dag_id == route.route_id,
@@ -93,25 +101,25 @@ def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
                 TaskInstance.state.in_(["failed", "upstream_failed"]),
             )
         ).all()
-        deliveries = session.scalars(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=route.route_id, key="return_value")
-        ).all()
-    outcome: dict[str, Any] = {"dag_id": route.route_id, "run_id": dag_run.run_id, "state": state}
-    value = _xcom_value(summary) if summary is not None else None
-    if value:
-        outcome["counts"] = value["counts"]
-        outcome["warnings"] = value.get("warnings", [])
-        outcome["dead_letters"] = value.get("dead_letters")
-    else:
-        outcome["counts"] = None
-        outcome["warnings"] = []
-    outcome["locations"] = {
-        row.task_id.removeprefix("deliver_"): (_xcom_value(row) or {}).get("locations", [])
-        for row in deliveries
-        if row.task_id.startswith("deliver_")
+    deliveries = {
+        task_id.removeprefix("deliver_"): value
+        for (task_id, key), value in xcoms.items()
+        if task_id.startswith("deliver_") and key == "return_value" and value
     }
-    outcome["failed_tasks"] = sorted(failed)
-    return outcome
+    summary = xcoms.get(("commit", SUMMARY_KEY))
+    routing = xcoms.get(("route", ROUTING_KEY))
+    if summary is None and routing is not None:
+        summary = summarize(route, dag_run.run_id, routing, deliveries)
+    return {
+        "dag_id": route.route_id,
+        "run_id": dag_run.run_id,
+        "state": state,
+        "counts": summary["counts"] if summary else None,
+        "warnings": summary.get("warnings", []) if summary else [],
+        "dead_letters": summary.get("dead_letters") if summary else None,
+        "locations": {name: result.get("locations", []) for name, result in deliveries.items()},
+        "failed_tasks": sorted(failed),
+    }
 
 
 def _xcom_value(row: Any) -> Any:

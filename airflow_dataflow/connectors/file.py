@@ -15,6 +15,7 @@ from pydantic import Field
 from airflow_dataflow import storage
 from airflow_dataflow.connectors.base import BadRecord, Connector, ConnectorSettings
 from airflow_dataflow.errors import SourceError
+from airflow_dataflow.templating import render_text
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class FileConnector(Connector):
             yield from _READERS[file_format](path, name)
 
     def _files(self) -> list[Any]:
-        location = storage.absolute(self.settings.path, self.context.base_dir)
+        rendered = render_text(self.settings.path, self.context.template_vars())
+        location = storage.absolute(rendered, self.context.base_dir)
         try:
             files = storage.expand(location)
         except Exception as exc:

@@ -196,7 +196,8 @@ def connect(
     except sa.exc.SQLAlchemyError as exc:
         raise unavailable_error_class(error_class)(
             f"route {route!r}: cannot connect to {setting} {conn_id!r} at {_where(engine.url)}: "
-            f"{driver_message(exc)}"
+            f"{driver_message(exc)}; check that the server is running and reachable from the "
+            f"worker, and the host, port and credentials of connection {conn_id!r}"
         ) from exc
 
 

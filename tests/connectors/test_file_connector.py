@@ -332,3 +332,12 @@ def test_url_is_not_resolved_against_the_route_folder(memory_root: str, tmp_path
     fsspec.filesystem("memory").pipe(f"/{memory_root}/x.jsonl", b'{"id": 1}\n')
     route_file = str(tmp_path / "r.route.yaml")
     assert read(f"memory://{memory_root}/x.jsonl", route_file=route_file) == [{"id": 1}]
+
+
+def test_path_is_a_template_over_the_run(tmp_path: Path) -> None:
+    (tmp_path / "2024-05-01").mkdir()
+    (tmp_path / "2024-05-01" / "eu.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "2024-05-02").mkdir()
+    (tmp_path / "2024-05-02" / "eu.jsonl").write_text('{"id": 2}\n')
+    template = str(tmp_path / "{{ ds }}" / "{{ params.region }}.jsonl")
+    assert read(template, ds="2024-05-02", params={"region": "eu"}) == [{"id": 2}]

@@ -239,4 +239,7 @@ def test_missing_connection_fails_with_the_remedy(
     result = dataflow("run", str(route), "--json")
     assert result.returncode == 1
     assert "deliver_db" in result.summary["failed_tasks"]
+    # The run still reports what was read and routed, and that nothing was delivered.
+    assert result.summary["counts"]["read"] == 1
+    assert result.summary["counts"]["destinations"] == {"db": 0}
     assert "nowhere_db" in result.output and "AIRFLOW_CONN_NOWHERE_DB" in result.output

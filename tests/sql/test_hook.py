@@ -104,6 +104,7 @@ def test_unreachable_server_is_a_retriable_error(
     assert f"route 'orders': cannot connect to source.connection '{conn_id}'" in message
     assert "127.0.0.1:1:" in message
     assert driver_says in message
+    assert "check that the server is running" in message  # the remedy
 
 
 def test_unopenable_sqlite_file_is_a_destination_error(define_conn: DefineConn) -> None:

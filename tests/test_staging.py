@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,15 +178,6 @@ def test_run_folder_uses_safe_segments(tmp_path: Path) -> None:
 
 
 # --- Object storage ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def memory_root() -> Iterator[str]:
-    fs = fsspec.filesystem("memory")
-    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
-    yield bucket
-    if fs.exists(f"/{bucket}"):
-        fs.rm(f"/{bucket}", recursive=True)
 
 
 def test_staging_on_a_memory_url(memory_root: str) -> None:

@@ -20,6 +20,12 @@ class RouteTaskMixin:
     route_id: str
     dags_root: str | None
 
+    def serve_route(self, route_file: str, route_id: str, dags_root: str | None) -> None:
+        """Remember which route file this task runs (only names: no loading at parse time)."""
+        self.route_file = route_file
+        self.route_id = route_id
+        self.dags_root = dags_root
+
     @cached_property
     def route(self) -> LoadedRoute:
         loaded = load_route(self.route_file, root=self.dags_root)
@@ -50,6 +56,4 @@ class RouteOperator(RouteTaskMixin, BaseOperator):
         self, *, route_file: str, route_id: str, dags_root: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.route_file = route_file
-        self.route_id = route_id
-        self.dags_root = dags_root
+        self.serve_route(route_file, route_id, dags_root)

@@ -25,9 +25,7 @@ class RouteBranchOperator(RouteTaskMixin, BaseBranchOperator):
         self, *, route_file: str, route_id: str, dags_root: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.route_file = route_file
-        self.route_id = route_id
-        self.dags_root = dags_root
+        self.serve_route(route_file, route_id, dags_root)
 
     def choose_branch(self, context: Any) -> list[str]:
         from airflow_dataflow.pipeline.route import (

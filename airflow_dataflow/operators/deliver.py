@@ -30,9 +30,7 @@ class DeliverOperator(RouteTaskMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.route_file = route_file
-        self.route_id = route_id
-        self.dags_root = dags_root
+        self.serve_route(route_file, route_id, dags_root)
         self.destination = destination
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -30,9 +30,7 @@ class WaitForOperator(RouteTaskMixin, BaseSensorOperator):
     ) -> None:
         kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
-        self.route_file = route_file
-        self.route_id = route_id
-        self.dags_root = dags_root
+        self.serve_route(route_file, route_id, dags_root)
         self.index = index
 
     def poke(self, context: Any) -> bool:

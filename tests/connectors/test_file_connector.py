@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,16 +271,6 @@ def test_read_streams_lazily(tmp_path: Path) -> None:
 
 
 # --- Object storage (fsspec memory:// through ObjectStoragePath) -----------------------------
-
-
-@pytest.fixture
-def memory_root() -> Iterator[str]:
-    """A fresh ``memory://`` bucket, removed after the test."""
-    fs = fsspec.filesystem("memory")
-    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
-    yield bucket
-    if fs.exists(f"/{bucket}"):
-        fs.rm(f"/{bucket}", recursive=True)
 
 
 def test_memory_url_single_file(memory_root: str) -> None:

@@ -6,7 +6,6 @@ import csv
 import gzip
 import io
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,16 +284,6 @@ def test_csv_retry_rewrites(tmp_path: Path) -> None:
 
 
 # --- Object storage ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def memory_root() -> Iterator[str]:
-    """A fresh ``memory://`` bucket, removed after the test."""
-    fs = fsspec.filesystem("memory")
-    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
-    yield bucket
-    if fs.exists(f"/{bucket}"):
-        fs.rm(f"/{bucket}", recursive=True)
 
 
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_dataflow.config import collect_paths, load_route
+from airflow_dataflow.config.deep_check import check_rules
 from airflow_dataflow.errors import ConfigIssue, DataflowError, RouteConfigError
+from airflow_dataflow.settings import configured_dags_folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,15 +80,20 @@ def _print_issues(issues: Sequence[ConfigIssue], *, as_json: bool) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    files = collect_paths(args.paths)
+    files = [
+        (file, path if os.path.isdir(path) else None)
+        for path in args.paths
+        for file in collect_paths([path])
+    ]
     issues: list[ConfigIssue] = []
     route_files: dict[str, str] = {}
-    for file in files:
+    for file, folder in files:
         try:
-            route = load_route(file, root=_root_for(file))
+            route = load_route(file, root=_root_for(file, folder))
         except RouteConfigError as exc:
             issues.extend(exc.issues)
             continue
+        issues.extend(check_rules(route))
         if route.route_id in route_files:
             issues.append(
                 ConfigIssue(
@@ -159,8 +166,9 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
         print(f"  dead letters: {outcome['dead_letters']}")
     for warning in outcome.get("warnings", []):
         print(f"  warning: {warning}")
+    errors = outcome.get("errors", {})
     for failure in outcome.get("failed_tasks", []):
-        print(f"  failed task: {failure}")
+        print(f"  failed task {failure}: {errors.get(failure, 'see the task log above')}")
 
 
 def _conf(text: str | None) -> dict[str, Any]:
@@ -175,14 +183,18 @@ def _conf(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _root_for(file: str) -> str:
-    """Where ``_defaults.yaml`` lookup stops: the dags folder if the file is in it."""
+def _root_for(file: str, folder: str | None = None) -> str:
+    """Where ``_defaults.yaml`` lookup stops, as the Airflow loader would see it.
+
+    The dags folder when the file is inside it; else the folder named on the command line;
+    else the file's own folder.
+    """
     directory = os.path.dirname(os.path.abspath(file))
-    configured = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
-    if configured:
-        configured = os.path.abspath(configured)
-        if directory == configured or directory.startswith(configured + os.sep):
-            return configured
+    dags_folder = configured_dags_folder()
+    if directory == dags_folder or directory.startswith(dags_folder + os.sep):
+        return dags_folder
+    if folder is not None:
+        return os.path.abspath(folder)
     return directory
 
 

@@ -36,8 +36,8 @@ class LoadResult:
     routes: dict[str, LoadedRoute] = field(default_factory=dict)
 
 
-def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
-    """The Airflow DAG of one validated route."""
+def build_dag(route: LoadedRoute, *, dags_root: str | None = None, register: bool = True) -> Any:
+    """The Airflow DAG of one validated route (``register=False``: a trial build Airflow won't collect)."""
     from airflow.sdk import DAG
 
     from airflow_dataflow.operators.branch import RouteBranchOperator, deliver_task_id
@@ -66,6 +66,7 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
         params=_params(config.params),
         doc_md=_doc_md(route),
         max_active_runs=1,
+        auto_register=register,
         **_config_defaults(),
     ) as dag:
         extract = ExtractOperator(task_id="extract", **common)
@@ -94,26 +95,33 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None) -> Any:
 
 
 def load_routes(
-    folder: str | os.PathLike[str], *, only_dag_id: str | None = None, build: bool = True
+    folder: str | os.PathLike[str],
+    *,
+    only_dag_id: str | None = None,
+    build: bool = True,
+    register: bool = True,
 ) -> LoadResult:
     """Build every valid route under ``folder``; collect the issues of the others.
 
     With ``only_dag_id`` (a worker running one DAG) only the file defining that route is
     loaded: the file named after it, else the file whose ``route:`` key names it. With
-    ``build=False`` routes are validated but no DAG is built.
+    ``build=False`` routes are validated but no DAG is built; with ``register=False`` DAGs are
+    built (so Airflow's refusals are found) but not registered with the module being parsed.
     """
     root = os.path.abspath(folder)
     result = LoadResult()
     files = find_route_files(root)
     with _collector_paused():
         if only_dag_id is None:
-            _load_files(files, root, result, build=build)
+            _load_files(files, root, result, build=build, register=register)
             return result
         by_name = [file for file in files if route_id_from_file(file) == only_dag_id]
-        _load_files(by_name, root, result, build=build, only_dag_id=only_dag_id)
+        _load_files(by_name, root, result, build=build, register=register, only_dag_id=only_dag_id)
         if only_dag_id not in result.routes:
             others = _files_declaring(only_dag_id, (file for file in files if file not in by_name))
-            _load_files(others, root, result, build=build, only_dag_id=only_dag_id)
+            _load_files(
+                others, root, result, build=build, register=register, only_dag_id=only_dag_id
+            )
     return result
 
 
@@ -123,9 +131,9 @@ def _load_files(
     result: LoadResult,
     *,
     build: bool,
+    register: bool = True,
     only_dag_id: str | None = None,
 ) -> None:
-    defined_in = {route.route_id: route.file for route in result.routes.values()}
     for file in files:
         try:
             route = load_route(file, root=root)
@@ -134,19 +142,31 @@ def _load_files(
             continue
         if only_dag_id is not None and route.route_id != only_dag_id:
             continue
-        if route.route_id in defined_in:
-            message = (
-                f"route id {route.route_id!r} is already defined by {defined_in[route.route_id]}"
-            )
-            result.issues.append(ConfigIssue(file, 1, 1, message))
-            continue
-        defined_in[route.route_id] = file
+        existing = result.routes.get(route.route_id)
+        if existing is not None:
+            if not _named_after_its_id(route) or _named_after_its_id(existing):
+                result.issues.append(_duplicate(route, existing))
+                continue
+            # The file named after the id wins (as on a worker, which looks for it by name).
+            result.issues.append(_duplicate(existing, route))
         result.routes[route.route_id] = route
+        result.dags.pop(route.route_id, None)
         if build:
             try:
-                result.dags[route.route_id] = build_dag(route, dags_root=root)
+                result.dags[route.route_id] = build_dag(route, dags_root=root, register=register)
             except Exception as exc:  # a DAG Airflow refuses must not hide the others
-                result.issues.append(ConfigIssue(file, 1, 1, f"cannot build the DAG: {exc}"))
+                result.issues.append(ConfigIssue(route.file, 1, 1, f"cannot build the DAG: {exc}"))
+
+
+def _named_after_its_id(route: LoadedRoute) -> bool:
+    return route_id_from_file(route.file) == route.route_id
+
+
+def _duplicate(loser: LoadedRoute, winner: LoadedRoute) -> ConfigIssue:
+    message = (
+        f"route id {loser.route_id!r} is already defined by {winner.file}; this file is not loaded"
+    )
+    return ConfigIssue(loser.file, 1, 1, message)
 
 
 @contextmanager

@@ -63,6 +63,8 @@ def raise_route_errors(loader_file: str) -> None:
     """Raise one error listing every broken route; nothing on a worker running one DAG."""
     if requested_dag_id() is not None:
         return
-    result = load_routes(dags_root(loader_file), build=False)
+    # Building too: a route can be valid yet refused by Airflow (say, a scheduled DAG whose
+    # param has no default); that must show here, not vanish.
+    result = load_routes(dags_root(loader_file), build=True, register=False)
     if result.issues:
         raise BrokenRoutesError(result.issues)

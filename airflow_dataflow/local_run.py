@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from airflow_dataflow.config import LoadedRoute
+from airflow_dataflow.errors import DataflowError
 
 log = logging.getLogger(__name__)
 
 
 def ensure_metadata_db() -> None:
-    """Create or upgrade Airflow's metadata database when it is not at the current revision.
+    """Create or upgrade Airflow's metadata database when it is the embedded SQLite one.
 
-    With nothing configured that is an embedded SQLite file under ``$AIRFLOW_HOME``
-    (``~/airflow`` by default), so ``run`` works on a fresh machine.
+    With nothing configured that is a SQLite file under ``$AIRFLOW_HOME`` (``~/airflow`` by
+    default), so ``run`` works on a fresh machine. A configured server database (PostgreSQL,
+    MySQL) is never migrated from here: that is its operators' decision.
     """
+    from airflow.configuration import conf
     from airflow.utils import db
 
     try:
@@ -26,10 +29,17 @@ def ensure_metadata_db() -> None:
             db_heads = set(env.get_context().get_current_heads())
     except Exception:  # unknown layout of a future Airflow: let initdb decide
         source_heads, db_heads = {"?"}, set()
+    if db_heads == source_heads:
+        return
+    if not conf.get("database", "sql_alchemy_conn").startswith("sqlite"):
+        raise DataflowError(
+            "the configured Airflow metadata database is not at this Airflow's revision; "
+            "run `airflow db migrate` first (airflow-dataflow only sets up the embedded SQLite one)"
+        )
     if not db_heads:
         log.warning("initialising the Airflow metadata database (first run)")
         db.initdb()
-    elif db_heads != source_heads:
+    else:
         log.warning("upgrading the Airflow metadata database")
         db.upgradedb()
 
@@ -82,6 +92,7 @@ def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow_dataflow.operators.base import ERROR_KEY
     from airflow_dataflow.operators.branch import ROUTING_KEY
     from airflow_dataflow.operators.commit import SUMMARY_KEY
     from airflow_dataflow.pipeline.summary import summarize
@@ -98,7 +109,7 @@ def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
             select(TaskInstance.task_id).where(
                 TaskInstance.dag_id == route.route_id,
                 TaskInstance.run_id == dag_run.run_id,
-                TaskInstance.state.in_(["failed", "upstream_failed"]),
+                TaskInstance.state == "failed",
             )
         ).all()
     deliveries = {
@@ -114,11 +125,26 @@ def _outcome(route: LoadedRoute, dag_run: Any) -> dict[str, Any]:
         "dag_id": route.route_id,
         "run_id": dag_run.run_id,
         "state": state,
-        "counts": summary["counts"] if summary else None,
+        "counts": summary["counts"] if summary else _no_counts(route),
         "warnings": summary.get("warnings", []) if summary else [],
         "dead_letters": summary.get("dead_letters") if summary else None,
         "locations": {name: result.get("locations", []) for name, result in deliveries.items()},
         "failed_tasks": sorted(failed),
+        "errors": {
+            task_id: value for (task_id, key), value in sorted(xcoms.items()) if key == ERROR_KEY
+        },
+    }
+
+
+def _no_counts(route: LoadedRoute) -> dict[str, Any]:
+    """The counts of a run that failed before routing: nothing read, nothing delivered."""
+    return {
+        "read": 0,
+        "matched": 0,
+        "unmatched": 0,
+        "dead_lettered": 0,
+        "rules": {rule.name: 0 for rule in route.config.rules},
+        "destinations": dict.fromkeys(route.config.destinations, 0),
     }
 
 

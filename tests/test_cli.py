@@ -368,3 +368,49 @@ def test_installed_command_test_route(good_route: Path, tmp_path: Path) -> None:
         (0, ["big"], ["big_orders"]),
         (1, [], ["rest"]),
     ]
+
+
+def test_validate_compiles_every_rule_like_a_run_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_route(
+        tmp_path,
+        "deep",
+        """
+        params:
+          min: {type: number, default: 5}
+          must: {type: string}
+        source: {type: file, path: x.jsonl}
+        rules:
+          - {name: ok, when: {path: $.a, gt: "{{ params.min }}"}, to: [out]}
+          - {name: needs_conf, when: {path: $.a, eq: "{{ params.must }}"}, to: [out]}
+          - {name: bad_value, when: {path: $.a, gt: [1]}, to: [out]}
+          - {name: record_template, transform: [{set: {x: "{{ record.a }}"}}], to: [out]}
+          - {name: typo, when: {path: $.a, eq: "{{ params.mni }}"}, to: [out]}
+        destinations:
+          out: {type: file, path: out.jsonl}
+        """,
+    )
+    assert main(["validate", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    file = tmp_path / "deep.route.yaml"
+    assert len(lines) == 3, lines  # `needs_conf` is fine: its param comes from the trigger's conf
+    assert (
+        lines[0].startswith(f"{file}:8:5: rule 'bad_value'") and "'gt' needs a number" in lines[0]
+    )
+    assert lines[1].startswith(f"{file}:9:5:") and "'record' is undefined" in lines[1]
+    assert lines[2].startswith(f"{file}:10:5:") and "did you mean 'min'?" in lines[2]
+
+
+def test_validate_applies_defaults_above_a_route_in_a_given_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "_defaults.yaml").write_text(
+        "destinations:\n  out: {type: file, path: out.jsonl}\n"
+    )
+    write_route(
+        tmp_path / "team",
+        "uses_defaults",
+        "source: {type: file, path: x.jsonl}\nrules: [{name: all, to: [out]}]\n",
+    )
+    assert main(["validate", str(tmp_path)]) == 0, capsys.readouterr().out

@@ -126,3 +126,51 @@ def test_repository_example_dags_load_without_errors() -> None:
     bag = _dagbag(REPO_DAGS)
     assert not bag.import_errors
     assert {"orders", "eu_report"} <= set(bag.dag_ids)
+
+
+def test_a_route_airflow_refuses_is_an_import_error(tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    for loader in ("dataflow_routes.py", "dataflow_route_errors.py"):
+        shutil.copy(REPO_DAGS / loader, folder / loader)
+    # Valid route file, but Airflow refuses a scheduled DAG whose param has no default.
+    write_route(
+        folder,
+        "needs_input",
+        """
+        schedule: "@daily"
+        params:
+          day: {type: string}
+        source: {type: file, path: in.jsonl}
+        destinations:
+          out: {type: file, path: out.jsonl}
+        """,
+    )
+    bag = _dagbag(folder)
+    assert bag.dag_ids == []
+    ((loader, message),) = bag.import_errors.items()
+    assert loader.endswith("dataflow_route_errors.py")
+    assert f"{folder / 'needs_input.route.yaml'}:1:1: cannot build the DAG" in message
+
+
+def test_the_file_named_after_a_route_id_wins_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "dags"
+    for loader in ("dataflow_routes.py", "dataflow_route_errors.py"):
+        (folder / "b").mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_DAGS / loader, folder / loader)
+    write_route(
+        folder / "a",
+        "x",
+        VALID.format(route="route: orders\n    ", name="by key", schedule="@daily"),
+    )
+    write_route(folder / "b", "orders", VALID.format(route="", name="by name", schedule="@daily"))
+    bag = _dagbag(folder)
+    assert bag.dags["orders"].description == "by name"
+    ((_, message),) = bag.import_errors.items()
+    assert (
+        f"{folder / 'a' / 'x.route.yaml'}:1:1: route id 'orders' is already defined by" in message
+    )
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "orders")
+    assert _dagbag(folder).dags["orders"].description == "by name"  # a worker builds the same one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from airflow_dataflow.config.issues import dotted, issues_from_validation, suggest
-from airflow_dataflow.config.models import route_model
+from airflow_dataflow.config.models import NAME_PATTERN, route_model
 from airflow_dataflow.config.yaml_source import LocatedDocument, Path, parse_yaml
 from airflow_dataflow.errors import ConfigIssue, RouteConfigError
 
 ROUTE_SUFFIX = ".route.yaml"
+_ROUTE_ID = re.compile(NAME_PATTERN)
 DEFAULTS_FILE = "_defaults.yaml"
 
 
@@ -29,6 +31,7 @@ class LoadedRoute:
     file: str
     text: str
     config: Any  # an instance of route_model()
+    document: LocatedDocument | None = None  # positions of every key, for later checks
 
     @property
     def root(self) -> str:
@@ -83,7 +86,19 @@ def load_route_text(
             sorted(set(issues), key=lambda issue: (issue.file, issue.line, issue.column))
         )
     route_id = config.route or route_id_from_file(file)
-    return LoadedRoute(route_id=route_id, file=file, text=text, config=config)
+    if not _ROUTE_ID.match(route_id):
+        raise RouteConfigError(
+            [
+                ConfigIssue(
+                    file,
+                    1,
+                    1,
+                    f"route id {route_id!r} (from the file name) is not a valid DAG id: use letters, "
+                    "digits, _ . - (rename the file, or set `route:`)",
+                )
+            ]
+        )
+    return LoadedRoute(route_id=route_id, file=file, text=text, config=config, document=merged)
 
 
 def check_meaning(document: LocatedDocument) -> list[ConfigIssue]:
@@ -129,6 +144,18 @@ def check_meaning(document: LocatedDocument) -> list[ConfigIssue]:
             seen_rules.setdefault(name, index)
         check_destinations(rule.get("to"), ("rules", index, "to"))
     check_destinations(value.get("unmatched"), ("unmatched",))
+    dead_letter = value.get("dead_letter")
+    if isinstance(dead_letter, dict) and dead_letter.get("type") == "file":
+        path = dead_letter.get("path")
+        if isinstance(path, str) and "run_id" not in path:
+            issues.append(
+                document.issue(
+                    ("dead_letter", "path"),
+                    "dead_letter.path must name the run, e.g. "
+                    '"dead/{{ run_id }}.jsonl": a fixed path would be replaced by the next '
+                    "run's dead letters",
+                )
+            )
     return issues
 
 
@@ -187,6 +214,8 @@ def _layer(document: LocatedDocument, defaults: Iterable[LocatedDocument]) -> Lo
 
 def _deep_merge(base: Any, override: Any) -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
+        if "type" in base and "type" in override and base["type"] != override["type"]:
+            return override  # another kind: its settings replace the default's, not merge
         result = dict(base)
         for key, value in override.items():
             result[key] = _deep_merge(base.get(key), value) if key in base else value

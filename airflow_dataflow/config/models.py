@@ -96,12 +96,21 @@ class LeafCondition(Strict):
     not_in: list[Any] | str | None = None
     contains: Any = None
     matches: str | None = None
-    exists: bool | None = None
+    exists: bool | str | None = Field(
+        default=None, description="true or false (or a template rendering to one)"
+    )
 
     @field_validator("path")
     @classmethod
     def _valid_path(cls, value: str) -> str:
         return _check_path(value)
+
+    @field_validator("exists")
+    @classmethod
+    def _exists_is_a_boolean(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str) and "{{" not in value:
+            raise ValueError(f"exists takes true or false, not {value!r}")
+        return value
 
     @field_validator("matches")
     @classmethod

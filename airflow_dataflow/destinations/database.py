@@ -1,16 +1,20 @@
 """The ``database`` destination: writes records as rows of a SQL table (SQLite, PostgreSQL, MySQL).
 
-- A missing table is created from the first batch: ``int`` → BIGINT, ``float`` → DOUBLE,
-  ``bool`` → BOOLEAN, ``str`` → TEXT (VARCHAR(255) for key columns, so MySQL can index them),
-  dict/list → TEXT holding JSON, only nulls → TEXT; ``columns`` overrides per column
-  (``json`` → the dialect's JSON type, ``datetime`` → TIMESTAMP, stored in UTC). ``key``
-  columns are the primary key.
+- A missing table is created from a first pass over all the records (see ``infer_kinds``):
+  ``int`` → BIGINT, ``float`` → DOUBLE, ``bool`` → BOOLEAN, ``str`` → TEXT (VARCHAR(255) for key
+  columns, so MySQL can index them), dict/list → TEXT holding JSON, only nulls → TEXT;
+  ``columns`` overrides per column (``json`` → the dialect's JSON type, ``datetime`` →
+  TIMESTAMP, stored in UTC). ``key`` columns are the primary key. The table is created before
+  the delivery's transaction (MySQL commits DDL implicitly), so a failed delivery can leave it
+  behind, empty, for the retry.
 - A record field the table has no column for is an error (the table is never altered). A
   field missing from a record is not written: the column's default on insert, unchanged on upsert.
-- ``insert``: one transaction per ``batch_size`` records. ``upsert``: the dialect's
-  ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE`` on ``key`` (records sharing a key within
-  a batch merge, the later fields winning). ``replace``: deletes every row and inserts the
-  records in one transaction; a delivery without records changes nothing.
+- Every mode writes the whole delivery in ONE transaction, executed in statements of
+  ``batch_size`` records: any failure rolls everything back, so a retried task never writes a
+  record twice (DESIGN.md, "Data flow" step 3). ``insert``: plain INSERTs. ``upsert``: the
+  dialect's ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE`` on ``key`` (records sharing a
+  key within a batch merge, the later fields winning). ``replace``: deletes every row, then
+  inserts the records; a delivery without records changes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +49,11 @@ Record = dict[str, Any]
 Converter = Callable[[Any], Any]
 
 _KEY_STRING_LENGTH = 255
+_NOTHING_WRITTEN = "nothing was written"
+_ROLLED_BACK = (
+    "the delivery's single transaction was rolled back: nothing was written, "
+    "a retry re-sends every record"
+)
 
 
 class DatabaseSettings(DestinationSettings):
@@ -114,19 +122,26 @@ class DatabaseDestination(Destination):
     settings: DatabaseSettings
 
     def deliver(self, batches: Iterable[list[Record]]) -> DeliveryResult:
+        """Writes every record of ``batches`` in one transaction (see the module docstring).
+
+        ``batches`` is read twice when the table must be created (once to infer its columns);
+        a one-shot iterator is therefore read into memory first.
+        """
         engine = sql_engine(
             self.settings.connection,
             route=self.context.route,
             setting=self._setting("connection"),
             error_class=DestinationError,
         )
+        if iter(batches) is batches:
+            batches = list(batches)
         chunks = rechunk(batches, self.settings.batch_size)
         first = next(chunks, None)
         result = DeliveryResult(locations=[f"{self.settings.connection}:{self.settings.table}"])
         if first is None:
             log.info("no records for %s: table %s left as it is", self.name, self.settings.table)
             return result
-        table = self._table(engine, first)
+        table = self._table(engine, batches)
         writer = _Writer(
             table, engine.dialect.name, self.settings.mode, self.settings.key, self._where()
         )
@@ -135,26 +150,7 @@ class DatabaseDestination(Destination):
         return result
 
     def _write(self, engine: sa.Engine, writer: _Writer, chunks: Iterator[list[Record]]) -> int:
-        delivered = 0
-        if self.settings.mode == "replace":
-            with self._transaction(
-                engine, "replacing the rows failed; the table is unchanged"
-            ) as conn:
-                conn.execute(writer.table.delete())
-                for chunk in chunks:
-                    delivered += writer.write(conn, chunk, delivered)
-            return delivered
-        for chunk in chunks:
-            what = f"writing records {delivered}-{delivered + len(chunk) - 1} failed"
-            if delivered:
-                what += f" (records 0-{delivered - 1} are written)"
-            with self._transaction(engine, what) as conn:
-                delivered += writer.write(conn, chunk, delivered)
-        return delivered
-
-    @contextmanager
-    def _transaction(self, engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
-        """A transaction; a database error becomes a ``DestinationError`` saying ``what`` failed."""
+        """All ``chunks`` in one transaction: committed together or not at all."""
         conn = connect(
             engine,
             self.settings.connection,
@@ -162,29 +158,53 @@ class DatabaseDestination(Destination):
             setting=self._setting("connection"),
             error_class=DestinationError,
         )
+        delivered = 0
+        step = "starting the transaction"
         try:
             with conn, conn.begin():
-                yield conn
+                if self.settings.mode == "replace":
+                    step = "deleting the existing rows"
+                    conn.execute(writer.table.delete())
+                for chunk in chunks:
+                    step = f"writing records {delivered}-{delivered + len(chunk) - 1}"
+                    delivered += writer.write(conn, chunk, delivered)
+                step = f"committing the {delivered} records"
         except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc, what) from exc
+            if step.startswith("committing") and is_disconnect(exc):
+                outcome = (
+                    "the connection was lost during COMMIT, so whether the database committed "
+                    "the delivery is unknown; check the table before re-running"
+                )
+            else:
+                outcome = _ROLLED_BACK
+            raise self._error(exc, f"{step} failed", outcome) from exc
+        except DestinationError as exc:  # a record the table cannot take
+            raise type(exc)(f"{exc}; {_ROLLED_BACK}") from exc
+        return delivered
 
-    def _error(self, exc: sa.exc.SQLAlchemyError, what: str) -> DestinationError:
+    def _error(
+        self, exc: sa.exc.SQLAlchemyError, what: str, outcome: str | None = None
+    ) -> DestinationError:
         """``exc`` as a DestinationError (retriable when the connection was lost)."""
         error_class = unavailable_error_class(DestinationError) if is_disconnect(exc) else None
-        return (error_class or DestinationError)(f"{self._where()}: {what}: {driver_message(exc)}")
+        message = f"{self._where()}: {what}: {driver_message(exc)}"
+        if outcome:
+            message += f"; {outcome}"
+        return (error_class or DestinationError)(message)
 
-    def _table(self, engine: sa.Engine, first: list[Record]) -> sa.Table:
+    def _table(self, engine: sa.Engine, batches: Iterable[list[Record]]) -> sa.Table:
         try:
             table = reflect_table(engine, self.settings.schema_name, self.settings.table_name)
             if table is None:
-                table = self._create_table(engine, first)
+                table = self._create_table(engine, batches)
         except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc, "cannot read or create the table") from exc
+            raise self._error(exc, "cannot read or create the table", _NOTHING_WRITTEN) from exc
         self._check_key(table)
         return table
 
-    def _create_table(self, engine: sa.Engine, first: list[Record]) -> sa.Table:
-        kinds = infer_kinds(first, self.settings.key, self.settings.columns or {})
+    def _create_table(self, engine: sa.Engine, batches: Iterable[list[Record]]) -> sa.Table:
+        records = (record for batch in batches for record in batch)
+        kinds = infer_kinds(records, self.settings.key, self.settings.columns or {})
         table = build_table(
             self.settings.schema_name, self.settings.table_name, kinds, self.settings.key
         )
@@ -294,9 +314,18 @@ def reflect_table(engine: sa.Engine, schema: str | None, name: str) -> sa.Table 
 
 
 def infer_kinds(
-    records: list[Record], key: list[str], explicit: dict[str, ColumnKind]
+    records: Iterable[Record], key: list[str], explicit: dict[str, ColumnKind]
 ) -> dict[str, str]:
-    """Column kinds from the values in ``records``; ``explicit`` wins. Key columns come first."""
+    """Column kinds from the values of ALL ``records`` (streamed; one pass).
+
+    One column per field of any record, key columns first, then in first-seen order (a field
+    first seen in the last record still gets a column). A field's kind is that of its non-null
+    values: ``bool``, ``int``, ``float``, ``str`` or ``json_text`` (dict/list). Values mixing
+    ``int`` and ``float`` make ``float``; any other mix (e.g. ``int`` and ``str``, ``bool`` and
+    ``int``, ``str`` and a dict) makes ``str``, a TEXT column holding strings as they are and
+    other values as JSON text (``5``, ``true``, ``{"a": 1}``). Only nulls make ``str``.
+    ``explicit`` (the ``columns`` setting) wins, and adds columns no record has.
+    """
     seen: dict[str, set[str]] = {name: set() for name in key}
     for record in records:
         for field, value in record.items():
@@ -325,7 +354,7 @@ def _merge_kinds(kinds: set[str]) -> str:
         return next(iter(kinds))
     if kinds == {"int", "float"}:
         return "float"
-    return "str"
+    return "str"  # none (only nulls) or incompatible kinds: text
 
 
 def build_table(schema: str | None, name: str, kinds: dict[str, str], key: list[str]) -> sa.Table:

@@ -7,7 +7,8 @@ where they cannot:
 - ``sqlite``: ``SqliteHook`` has no ``sqlalchemy_url`` and its ``get_uri`` turns a relative path
   into an absolute one. Airflow 3 parses ``sqlite:////tmp/x.db`` as ``schema='/tmp/x.db'`` (empty
   host) and ``sqlite://%2Ftmp%2Fx.db`` or a JSON connection ``{"host": "/tmp/x.db"}`` as
-  ``host='/tmp/x.db'``; both are accepted: the database path is the host, else the schema.
+  ``host='/tmp/x.db'``; both are accepted: the database path is the host, else the schema. A
+  connection with neither (``sqlite://``) is an error, not SQLite's in-memory database.
 - ``mysql``/``mariadb``: always ``mysql+pymysql://`` (the mysql provider needs ``mysqlclient``,
   a compiled driver); extras ``charset`` (default ``utf8mb4``) and ``unix_socket`` are read.
 """
@@ -119,7 +120,7 @@ def _get_connection(
 def _sqlalchemy_url(conn: Connection, *, route: str, setting: str, error_class: ErrorClass) -> URL:
     conn_type = (conn.conn_type or "").lower()
     if conn_type == "sqlite":
-        return URL.create("sqlite", database=conn.host or conn.schema or ":memory:")
+        return _sqlite_url(conn, route=route, setting=setting, error_class=error_class)
     if conn_type in ("mysql", "mariadb"):
         return _mysql_url(conn)
     if conn_type == "postgres":
@@ -133,6 +134,24 @@ def _sqlalchemy_url(conn: Connection, *, route: str, setting: str, error_class: 
         f"route {route!r}: {setting} {conn.conn_id!r} has connection type {conn.conn_type!r}; "
         f"supported types: {', '.join(SUPPORTED_CONN_TYPES)}"
     )
+
+
+def _sqlite_url(conn: Connection, *, route: str, setting: str, error_class: ErrorClass) -> URL:
+    """The database file is the host, else the schema; a connection with neither is refused.
+
+    SQLAlchemy would open a private in-memory database for it: a destination would "succeed"
+    and its rows vanish with the process, a source would read nothing.
+    """
+    path = conn.host or conn.schema
+    if not path:
+        raise error_class(
+            f"route {route!r}: {setting} {conn.conn_id!r} is a sqlite connection without a "
+            f"database file path, so it would use a throwaway in-memory database; give it the "
+            f"file's path, e.g. `airflow connections add {conn.conn_id} --conn-uri "
+            f"sqlite:////absolute/path/to/file.db` or a JSON connection "
+            f'{{"conn_type": "sqlite", "host": "/absolute/path/to/file.db"}}'
+        )
+    return URL.create("sqlite", database=path)
 
 
 def _postgres_url(conn: Connection) -> URL:

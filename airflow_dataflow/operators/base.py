@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -9,8 +11,10 @@ from airflow.sdk import BaseOperator
 
 from airflow_dataflow.config import LoadedRoute, load_route
 from airflow_dataflow.context import RunContext
-from airflow_dataflow.errors import DataflowError
+from airflow_dataflow.errors import DataflowError, RouteConfigError
 from airflow_dataflow.staging import StagingArea, default_staging_url
+
+ERROR_KEY = "error"
 
 
 class RouteTaskMixin:
@@ -35,6 +39,23 @@ class RouteTaskMixin:
                 f"not {self.route_id!r}; wait for the DAG to be re-parsed"
             )
         return loaded
+
+    @contextmanager
+    def reporting_errors(self, context: Any) -> Iterator[None]:
+        """Keep a failure's message as the task's ``error`` XCom; never retry a broken route file.
+
+        The message (route, setting, remedy) is what ``airflow-dataflow run`` and the run
+        summary show; retrying cannot fix a route file, so that fails without retries.
+        """
+        try:
+            yield
+        except Exception as exc:
+            context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, RouteConfigError):
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(str(exc)) from exc
+            raise
 
     def run_context(self, context: Any) -> RunContext:
         return RunContext(

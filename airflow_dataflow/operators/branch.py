@@ -32,11 +32,12 @@ class RouteBranchOperator(RouteTaskMixin, BaseBranchOperator):
             route_records,
         )  # the routing engine: run time only
 
-        extracted = context["ti"].xcom_pull(task_ids="extract")
-        routing = route_records(
-            self.route, self.run_context(context), self.staging(context), extracted
-        )
-        context["ti"].xcom_push(key=ROUTING_KEY, value=routing)
+        with self.reporting_errors(context):
+            extracted = context["ti"].xcom_pull(task_ids="extract")
+            routing = route_records(
+                self.route, self.run_context(context), self.staging(context), extracted
+            )
+            context["ti"].xcom_push(key=ROUTING_KEY, value=routing)
         wanted = [
             deliver_task_id(name) for name in wanted_destinations(self.route, routing["partitions"])
         ]

@@ -17,16 +17,17 @@ class CommitOperator(RouteOperator):
     ui_color = "#e8daef"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        ti = context["ti"]
-        routing = ti.xcom_pull(task_ids="route", key=ROUTING_KEY)
-        deliveries = {
-            name: ti.xcom_pull(task_ids=deliver_task_id(name))
-            for name in self.route.config.destinations
-        }
-        summary = summarize(self.route, context["run_id"], routing, deliveries)
-        ti.xcom_push(key=SUMMARY_KEY, value=summary)
-        check_conservation(summary, self.route)
-        self.staging(context).clean()
-        check_dead_letters(summary, self.route)
+        with self.reporting_errors(context):
+            ti = context["ti"]
+            routing = ti.xcom_pull(task_ids="route", key=ROUTING_KEY)
+            deliveries = {
+                name: ti.xcom_pull(task_ids=deliver_task_id(name))
+                for name in self.route.config.destinations
+            }
+            summary = summarize(self.route, context["run_id"], routing, deliveries)
+            ti.xcom_push(key=SUMMARY_KEY, value=summary)
+            check_conservation(summary, self.route)
+            self.staging(context).clean()
+            check_dead_letters(summary, self.route)
         self.log.info("run summary: %s", summary["counts"])
         return summary

@@ -34,6 +34,7 @@ class DeliverOperator(RouteTaskMixin, BaseOperator):
         self.destination = destination
 
     def execute(self, context: Any) -> dict[str, Any]:
-        routing = context["ti"].xcom_pull(task_ids="route", key=ROUTING_KEY)
-        partition = routing["partitions"][self.destination]
-        return deliver(self.route, self.destination, self.run_context(context), partition)
+        with self.reporting_errors(context):
+            routing = context["ti"].xcom_pull(task_ids="route", key=ROUTING_KEY)
+            partition = routing["partitions"][self.destination]
+            return deliver(self.route, self.destination, self.run_context(context), partition)

@@ -14,4 +14,5 @@ class ExtractOperator(RouteOperator):
     ui_color = "#d6eaf8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        return extract(self.route, self.run_context(context), self.staging(context))
+        with self.reporting_errors(context):
+            return extract(self.route, self.run_context(context), self.staging(context))

@@ -34,8 +34,9 @@ class WaitForOperator(RouteTaskMixin, BaseSensorOperator):
         self.index = index
 
     def poke(self, context: Any) -> bool:
-        wait = self.route.config.wait_for[self.index]
-        run_context = self.run_context(context)
-        if isinstance(wait, FileWait):
-            return file_ready(wait, run_context)
-        return sql_ready(wait, run_context, setting=f"wait_for[{self.index}].connection")
+        with self.reporting_errors(context):
+            wait = self.route.config.wait_for[self.index]
+            run_context = self.run_context(context)
+            if isinstance(wait, FileWait):
+                return file_ready(wait, run_context)
+            return sql_ready(wait, run_context, setting=f"wait_for[{self.index}].connection")

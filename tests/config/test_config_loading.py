@@ -190,6 +190,12 @@ BAD_CASES = [
         id="bad-regex",
     ),
     pytest.param("- just\n- a list\n", 1, "a route file must be a mapping", id="not-a-mapping"),
+    pytest.param(
+        GOOD.replace("/out/dead/{{ run_id }}.jsonl", "/out/dead.jsonl"),
+        34,
+        "dead_letter.path must name the run",
+        id="fixed-dead-letter-path",
+    ),
 ]
 
 
@@ -257,3 +263,24 @@ def test_unreadable_file_is_a_located_issue(tmp_path: Path) -> None:
     with pytest.raises(RouteConfigError) as caught:
         load_route(tmp_path / "missing.route.yaml")
     assert "cannot read route file" in str(caught.value)
+
+
+def test_route_id_from_an_unusable_file_name_is_an_error(tmp_path: Path) -> None:
+    route_file = tmp_path / "big orders.route.yaml"
+    route_file.write_text(GOOD)
+    with pytest.raises(RouteConfigError) as caught:
+        load_route(route_file)
+    assert "route id 'big orders' (from the file name) is not a valid DAG id" in str(caught.value)
+    route_file.write_text("route: big_orders\n" + GOOD)
+    assert load_route(route_file).route_id == "big_orders"
+
+
+def test_a_default_of_another_type_is_replaced_not_merged(tmp_path: Path) -> None:
+    (tmp_path / "_defaults.yaml").write_text(
+        "source: {type: sql, connection: dwh, query: SELECT 1}\n"
+    )
+    route_file = tmp_path / "orders.route.yaml"
+    route_file.write_text(GOOD)  # source: {type: file, path: ..., format: jsonl}
+    route = load_route(route_file, root=tmp_path)
+    assert route.config.source.type == "file"
+    assert route.config.source.path == "/data/orders/*.jsonl"

@@ -47,7 +47,7 @@ ROUTE = """
       big: {{type: file, path: "out/big/{{{{ ds }}}}.jsonl"}}
       eu: {{type: database, connection: e2e_sqlite, table: eu_orders, mode: upsert, key: [id]}}
       rest: {{type: file, path: out/rest.csv}}
-    dead_letter: {{type: file, path: out/dead.jsonl}}
+    dead_letter: {{type: file, path: "out/dead/{{{{ run_id }}}}.jsonl"}}
     {extra}
 """
 
@@ -104,7 +104,9 @@ def test_file_source_to_file_and_sqlite_destinations(
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT id, name, country FROM eu_orders ORDER BY id").fetchall()
     assert rows == [(1, "Anna", "DE"), (3, "Chloé", "FR"), (4, "Dmitri", "CY")]
-    dead = read_jsonl(tmp_path / "out" / "dead.jsonl")
+    (dead_file,) = (tmp_path / "out" / "dead").iterdir()
+    assert summary["run_id"] in dead_file.name
+    dead = read_jsonl(dead_file)
     assert [(letter["position"].rsplit("/", 1)[-1], letter["record"]) for letter in dead] == [
         ("orders.jsonl:3", '{"id": 99, "amount": '),
         ("extract-00000.jsonl:6", [1, 2]),
@@ -214,12 +216,11 @@ def test_missing_source_file_fails_naming_route_and_setting(
     )
     result = dataflow("run", str(route), "--json")
     assert result.returncode == 1
-    assert (
-        result.summary["failed_tasks"] == ["commit", "extract", "route"]
-        or "extract" in result.summary["failed_tasks"]
-    )
-    assert "route 'nofile': source.path" in result.output
-    assert "matches no file" in result.output
+    summary = result.summary
+    assert summary["failed_tasks"] == ["extract"]  # the others are upstream_failed, not failed
+    assert summary["counts"]["read"] == 0 and summary["counts"]["destinations"] == {"out": 0}
+    assert "route 'nofile': source.path" in summary["errors"]["extract"]
+    assert "matches no file" in summary["errors"]["extract"]
 
 
 def test_missing_connection_fails_with_the_remedy(
@@ -238,7 +239,8 @@ def test_missing_connection_fails_with_the_remedy(
     )
     result = dataflow("run", str(route), "--json")
     assert result.returncode == 1
-    assert "deliver_db" in result.summary["failed_tasks"]
+    assert result.summary["failed_tasks"] == ["deliver_db"]
+    assert "AIRFLOW_CONN_NOWHERE_DB" in result.summary["errors"]["deliver_db"]
     # The run still reports what was read and routed, and that nothing was delivered.
     assert result.summary["counts"]["read"] == 1
     assert result.summary["counts"]["destinations"] == {"db": 0}

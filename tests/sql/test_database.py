@@ -14,6 +14,7 @@ from airflow_dataflow.context import RunContext
 from airflow_dataflow.destinations.base import DeliveryResult
 from airflow_dataflow.destinations.database import DatabaseDestination, DatabaseSettings
 from airflow_dataflow.errors import DestinationError
+from airflow_dataflow.hooks.sql import sql_engine
 
 ORDERS = [
     {"id": 1, "amount": 12.5, "country": "DE", "paid": True},
@@ -160,18 +161,160 @@ def test_replace_swaps_the_whole_contents(db: Any, context: RunContext) -> None:
 def test_replace_is_one_transaction(db: Any, context: RunContext) -> None:
     _deliver(db, context, [ORDERS], key=["id"])
     broken = [{"id": 7}, {"id": 7}]  # duplicate primary key fails the second batch
-    with pytest.raises(DestinationError, match="replacing the rows failed; the table is unchanged"):
+    with pytest.raises(
+        DestinationError, match=r"writing records 1-1 failed: .*nothing was written"
+    ):
         _deliver(db, context, [broken], mode="replace", key=["id"], batch_size=1)
     assert [row["id"] for row in db.rows("orders")] == [1, 2, 3]
 
 
-def test_insert_commits_each_batch(db: Any, context: RunContext) -> None:
+def test_insert_is_one_transaction(db: Any, context: RunContext) -> None:
     _deliver(db, context, [ORDERS[:1]], key=["id"])
     records = [{"id": 5}, {"id": 6}, {"id": 1}, {"id": 8}]  # third record: duplicate key
     with pytest.raises(DestinationError) as raised:
         _deliver(db, context, [records], key=["id"], batch_size=2)
-    assert "writing records 2-3 failed (records 0-1 are written)" in str(raised.value)
-    assert [row["id"] for row in db.rows("orders")] == [1, 5, 6]
+    message = str(raised.value)
+    assert "writing records 2-3 failed: " in message
+    assert "rolled back: nothing was written, a retry re-sends every record" in message
+    assert [row["id"] for row in db.rows("orders")] == [1]
+
+
+def test_a_record_refused_in_a_later_batch_rolls_back_earlier_ones(
+    db: Any, context: RunContext
+) -> None:
+    _deliver(db, context, [ORDERS])
+    records = [{"id": 5}, {"id": 6}, {"id": 7, "colour": "red"}]
+    with pytest.raises(DestinationError) as raised:
+        _deliver(db, context, [records[:1], records[1:]], batch_size=1)
+    message = str(raised.value)
+    assert "record 2 has field(s) 'colour'" in message
+    assert "nothing was written" in message
+    assert [row["id"] for row in db.rows("orders")] == [1, 2, 3]
+
+
+class _Batches:
+    """A re-iterable of batches, like ``StagedBatches``: each iteration re-reads them."""
+
+    def __init__(self, batches: list[list[dict[str, Any]]]) -> None:
+        self.batches = batches
+        self.passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        for batch in self.batches:
+            yield [dict(record) for record in batch]
+
+
+def _fail_the_nth_write(db: Any, n: int) -> list[int]:
+    """Makes the ``n``-th INSERT on the destination's engine fail once; returns the counter."""
+    engine = sql_engine(db.conn_id, route="orders", setting="x", error_class=DestinationError)
+    seen = [0]
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            seen[0] += 1
+            if seen[0] == n:
+                raise engine.dialect.loaded_dbapi.OperationalError("injected failure")
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert", "replace"])
+def test_retry_after_a_failed_later_batch_delivers_exactly_once(
+    db: Any, context: RunContext, mode: str
+) -> None:
+    """DESIGN.md: a retried deliver task must not deliver twice."""
+    key = ["id"] if mode == "upsert" else []
+    _deliver(db, context, [ORDERS], key=key)
+    before = db.rows("orders")
+    changes = [
+        {"id": 2, "amount": 2.5, "country": "PT", "paid": True},
+        {"id": 4, "amount": 4.0, "country": "IT", "paid": False},
+        {"id": 5, "amount": 5.0, "country": "ES", "paid": True},
+        {"id": 6, "amount": 6.0, "country": "NL", "paid": True},
+    ]
+    batches = _Batches([changes[:1], changes[1:3], changes[3:]])
+    settings = {"mode": mode, "key": key, "batch_size": 2}
+    seen = _fail_the_nth_write(db, 2)
+    with pytest.raises(DestinationError) as raised:
+        _deliver_batches(db, context, batches, **settings)
+    assert seen[0] == 2  # the first batch was executed before the second failed
+    assert "writing records 2-3 failed: injected failure" in str(raised.value)
+    assert "nothing was written" in str(raised.value)
+    assert db.rows("orders") == before
+
+    result = _deliver_batches(db, context, batches, **settings)  # Airflow's retry
+    assert result.delivered == 4
+    as_rows = [{**row, "paid": _bool(db, row["paid"])} for row in changes]
+    expected = {
+        "insert": [*before[:2], as_rows[0], *before[2:], *as_rows[1:]],
+        "upsert": [before[0], as_rows[0], before[2], *as_rows[1:]],
+        "replace": as_rows,
+    }[mode]
+    assert db.rows("orders") == expected
+
+
+def _deliver_batches(db: Any, context: RunContext, batches: Any, **settings: Any):
+    values = {"type": "database", "connection": db.conn_id, "table": db.table("orders")}
+    destination = DatabaseDestination("warehouse", DatabaseSettings(**values | settings), context)
+    return destination.deliver(batches)
+
+
+def test_created_table_has_a_column_for_a_field_first_seen_late(
+    db: Any, context: RunContext
+) -> None:
+    """Columns come from every record, not only the first batch."""
+    batches = _Batches(
+        [
+            [{"id": 1, "n": 1, "mix": 1}, {"id": 2, "n": None, "mix": "a"}],
+            [{"id": 3, "n": 2.5}, {"id": 4, "flag": None}],
+            [{"id": 5, "late": "x", "flag": True, "doc": {"a": 1}}],
+        ]
+    )
+    result = _deliver_batches(db, context, batches, batch_size=2)
+    assert result.delivered == 5
+    assert batches.passes == 2  # one pass to infer the columns, one to write
+    types = _columns(db)
+    assert list(types) == ["id", "n", "mix", "flag", "late", "doc"]
+    assert isinstance(types["id"], sa.BigInteger)
+    assert isinstance(types["n"], sa.Float)  # int and float values: float
+    assert isinstance(types["mix"], sa.Text | sa.dialects.mysql.LONGTEXT)  # int and str: text
+    assert isinstance(types["flag"], sa.Boolean | sa.dialects.mysql.TINYINT)
+    assert isinstance(types["late"], sa.Text | sa.dialects.mysql.LONGTEXT)
+    assert isinstance(types["doc"], sa.Text | sa.dialects.mysql.LONGTEXT)
+    rows = db.rows("orders")
+    assert [row["n"] for row in rows] == [1.0, None, 2.5, None, None]
+    assert [row["mix"] for row in rows] == ["1", "a", None, None, None]
+    assert rows[4] == {
+        "id": 5,
+        "n": None,
+        "mix": None,
+        "flag": _bool(db, True),
+        "late": "x",
+        "doc": '{"a": 1}',
+    }
+
+
+def test_one_shot_iterator_of_batches_still_creates_every_column(
+    db: Any, context: RunContext
+) -> None:
+    batches = iter([[{"id": 1}], [{"id": 2, "late": "x"}]])
+    assert _deliver_batches(db, context, batches, batch_size=1).delivered == 2
+    assert db.rows("orders") == [{"id": 1, "late": None}, {"id": 2, "late": "x"}]
+
+
+def test_no_path_sqlite_connection_is_refused(define_conn: Any, context: RunContext) -> None:
+    conn_id = define_conn("sqlite://", "dwh")
+    settings = DatabaseSettings(type="database", connection=conn_id, table="orders")
+    with pytest.raises(DestinationError) as raised:
+        DatabaseDestination("eu", settings, context).deliver([[{"id": 1}]])
+    message = str(raised.value)
+    assert "route 'orders'" in message
+    assert f"destinations.eu.connection {conn_id!r}" in message
+    assert "without a database file path" in message
+    assert "in-memory" in message
+    assert f"airflow connections add {conn_id} --conn-uri sqlite:////" in message
 
 
 def test_no_records_creates_and_changes_nothing(db: Any, context: RunContext) -> None:

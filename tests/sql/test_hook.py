@@ -107,6 +107,28 @@ def test_unreachable_server_is_a_retriable_error(
     assert "check that the server is running" in message  # the remedy
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        pytest.param("sqlite://", id="uri"),
+        pytest.param("sqlite:///", id="uri-with-slash"),
+        pytest.param(json.dumps({"conn_type": "sqlite"}), id="json"),
+    ],
+)
+def test_sqlite_connection_without_a_path_is_refused(uri: str, define_conn: DefineConn) -> None:
+    """Not SQLite's in-memory database, where delivered rows would vanish."""
+    conn_id = define_conn(uri)
+    with pytest.raises(DestinationError) as raised:
+        _engine(conn_id, DestinationError)
+    message = str(raised.value)
+    assert not isinstance(raised.value, RetriableError)
+    assert f"route 'orders': source.connection {conn_id!r}" in message
+    assert "sqlite connection without a database file path" in message
+    assert "throwaway in-memory database" in message
+    assert f"airflow connections add {conn_id} --conn-uri sqlite:////absolute/path" in message
+    assert '"host": "/absolute/path/to/file.db"' in message
+
+
 def test_unopenable_sqlite_file_is_a_destination_error(define_conn: DefineConn) -> None:
     conn_id = define_conn("sqlite:////nonexistent/dir/x.db")
     with pytest.raises(DestinationUnavailableError, match="unable to open database file"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any, Literal
 
 from pydantic import Field
@@ -51,6 +52,12 @@ class FileDestination(Destination):
         location = storage.absolute(rendered, self.context.base_dir)
         file_format = self.settings.format or _format_from_name(location)
         writer = _WRITERS[file_format]
+        if file_format == "parquet":
+            # The schema comes first, from every batch: nothing is opened if records clash.
+            try:
+                writer = functools.partial(_write_parquet, schema=_parquet_schema(batches))
+            except _RecordsDoNotFit as exc:
+                raise self._does_not_fit(exc) from exc
         counter = _Counter()
 
         def write(handle: IO[bytes]) -> None:
@@ -62,6 +69,8 @@ class FileDestination(Destination):
 
         try:
             path = storage.write_atomically(location, write)
+        except _RecordsDoNotFit as exc:
+            raise self._does_not_fit(exc) from exc
         except OSError as exc:
             raise DestinationError(
                 f"route {self.context.route!r}: destination {self.name!r} cannot write "
@@ -69,6 +78,12 @@ class FileDestination(Destination):
             ) from exc
         log.info("wrote %d records to %s", counter.count, path)
         return DeliveryResult(delivered=counter.count, locations=[str(path)])
+
+    def _does_not_fit(self, exc: _RecordsDoNotFit) -> DestinationError:
+        return DestinationError(
+            f"route {self.context.route!r}: destination {self.name!r}: records do not fit "
+            f"one Parquet schema: {exc}"
+        )
 
 
 class _Counter:
@@ -128,30 +143,75 @@ def _write_csv(handle: IO[bytes], batches: Batches, counter: _Counter) -> None:
     text.detach()
 
 
-def _write_parquet(handle: IO[bytes], batches: Batches, counter: _Counter) -> None:
+class _RecordsDoNotFit(Exception):
+    """Records that cannot share one Parquet schema; ``deliver`` names the destination."""
+
+
+def _parquet_schema(batches: Batches) -> Any:
+    """One schema for every record of every batch (a first pass over staging).
+
+    Each batch's columns are every key of any of its records, typed from all their values;
+    the batches' schemas are unified permissively (null -> any type, int -> float, struct
+    fields merged), so a field that first appears in a later batch or record is kept.
+    """
+    import pyarrow as pa
+
+    fields: dict[str, Any] = {}
+    for batch in batches:
+        if not batch:
+            continue
+        columns: dict[str, None] = {}
+        for record in batch:
+            columns.update(dict.fromkeys(record))
+        for column in columns:
+            values = [record.get(column) for record in batch]
+            try:
+                found = pa.field(column, pa.array(values).type)
+            except (pa.ArrowException, OverflowError) as exc:
+                raise _RecordsDoNotFit(
+                    f"field {column!r} has values that do not fit one Parquet type: {exc}"
+                ) from exc
+            known = fields.get(column)
+            if known is None:
+                fields[column] = found
+                continue
+            try:
+                unified = pa.unify_schemas(
+                    [pa.schema([known]), pa.schema([found])], promote_options="permissive"
+                )
+            except (pa.ArrowException, OverflowError) as exc:
+                raise _RecordsDoNotFit(
+                    f"field {column!r} is {known.type} in earlier records and {found.type} "
+                    f"in later ones; Parquet needs one type per field"
+                ) from exc
+            fields[column] = unified.field(column)
+    return pa.schema(list(fields.values()))
+
+
+def _write_parquet(handle: IO[bytes], batches: Batches, counter: _Counter, schema: Any) -> None:
+    """Every batch written with ``schema`` (from ``_parquet_schema``); missing keys are null."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet_writer = None
-    try:
+    with pq.ParquetWriter(handle, schema) as parquet_writer:
         for batch in batches:
             if not batch:
                 continue
-            if parquet_writer is None:
-                table = pa.Table.from_pylist(batch)
-                parquet_writer = pq.ParquetWriter(handle, table.schema)
-            else:
-                table = pa.Table.from_pylist(batch, schema=parquet_writer.schema)
-            parquet_writer.write_table(table)
+            arrays = []
+            for field in schema:
+                values = [record.get(field.name) for record in batch]
+                try:
+                    arrays.append(pa.array(values, type=field.type))
+                except (pa.ArrowException, OverflowError) as exc:
+                    raise _RecordsDoNotFit(
+                        f"field {field.name!r} has a value that does not fit its Parquet type "
+                        f"{field.type}: {exc}"
+                    ) from exc
+            parquet_writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
             counter.count += len(batch)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DestinationError(f"records do not fit one Parquet schema: {exc}") from exc
-    finally:
-        if parquet_writer is not None:
-            parquet_writer.close()
 
 
-_WRITERS = {
+_WRITERS: dict[str, Callable[..., None]] = {
     "jsonl": _write_jsonl,
     "json": _write_json,
     "csv": _write_csv,

@@ -9,6 +9,7 @@ from typing import Any
 
 import fsspec
 import pytest
+from pydantic import ValidationError
 
 from airflow_dataflow.connectors.base import BadRecord
 from airflow_dataflow.connectors.file import FileConnector, FileSourceSettings
@@ -17,8 +18,11 @@ from airflow_dataflow.errors import SourceError
 from tests.support.routes import write_jsonl
 
 
-def read(path: str | Path, *, format: str | None = None, **context: Any) -> list[Any]:
-    settings = FileSourceSettings(type="file", path=str(path), format=format)
+def read(
+    path: str | Path, *, format: str | None = None, encoding: str | None = None, **context: Any
+) -> list[Any]:
+    extra = {} if encoding is None else {"encoding": encoding}
+    settings = FileSourceSettings(type="file", path=str(path), format=format, **extra)
     return list(FileConnector(settings, RunContext(route="orders", **context)).read())
 
 
@@ -329,3 +333,178 @@ def test_path_is_a_template_over_the_run(tmp_path: Path) -> None:
     (tmp_path / "2024-05-02" / "eu.jsonl").write_text('{"id": 2}\n')
     template = str(tmp_path / "{{ ds }}" / "{{ params.region }}.jsonl")
     assert read(template, ds="2024-05-02", params={"region": "eu"}) == [{"id": 2}]
+
+
+# --- Encodings ------------------------------------------------------------------------------
+
+
+def test_jsonl_invalid_byte_mid_file_is_a_bad_record_and_the_rest_comes_through(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "orders.jsonl"
+    path.write_bytes(
+        b'{"id": 1}\n{"id": 2, "name": "caf\xe9"}\r\n{"id": 3, "name": "\xc3\xa9t\xc3\xa9"}\n'
+    )
+    items = read(path)
+    assert records(items) == [{"id": 1}, {"id": 3, "name": "été"}]
+    [problem] = bad(items)
+    assert items.index(problem) == 1  # kept in input order
+    assert problem.position == f"{path}:2"
+    assert "not valid utf-8" in problem.error
+    assert "e9" in problem.error
+    assert problem.raw == '{"id": 2, "name": "caf\\xe9"}'
+    assert json.loads(json.dumps(problem.raw)) == problem.raw  # a JSON-serialisable dead letter
+
+
+def test_jsonl_gz_invalid_byte_is_a_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "orders.jsonl.gz"
+    path.write_bytes(gzip.compress(b'\xff\n{"id": 2}\n'))
+    items = read(path)
+    assert records(items) == [{"id": 2}]
+    assert bad(items)[0].position == f"{path}:1"
+    assert bad(items)[0].raw == "\\xff"
+
+
+def test_jsonl_in_latin_1(tmp_path: Path) -> None:
+    path = tmp_path / "orders.jsonl"
+    path.write_bytes('{"name": "café"}\n{"name": "Köln"}\n'.encode("latin-1"))
+    assert read(path, encoding="latin-1") == [{"name": "café"}, {"name": "Köln"}]
+
+
+def test_jsonl_in_utf_16(tmp_path: Path) -> None:
+    path = tmp_path / "orders.jsonl"
+    path.write_bytes('{"name": "café"}\n\n{"id": 2}\n'.encode("utf-16"))
+    assert read(path, encoding="utf-16") == [{"name": "café"}, {"id": 2}]
+
+
+def test_jsonl_in_utf_16_that_does_not_decode_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "orders.jsonl"
+    path.write_bytes('{"id": 1}\n'.encode("utf-16-le") + b"\x00\xdc" + "\n".encode("utf-16-le"))
+    with pytest.raises(SourceError) as caught:
+        read(path, encoding="utf-16-le")
+    message = str(caught.value)
+    assert "'orders'" in message and str(path) in message
+    assert "not valid utf-16-le" in message and "source.encoding" in message
+
+
+def test_utf_8_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + b'{"id": 1}\n')
+    (tmp_path / "b.json").write_bytes(bom + b'[{"id": 2}]')
+    (tmp_path / "c.csv").write_bytes(bom + b"id,name\r\n3,x\r\n")
+    assert read(tmp_path / "*") == [{"id": 1}, {"id": 2}, {"id": "3", "name": "x"}]
+
+
+def test_json_document_that_does_not_decode_is_one_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "orders.json"
+    path.write_bytes(b'[\n  {"id": 1},\n  {"name": "caf\xe9"}\n]\n')
+    [problem] = read(path)
+    assert isinstance(problem, BadRecord)
+    assert problem.position == f"{path}:3"
+    assert "not valid utf-8" in problem.error
+    assert problem.raw == '[\n  {"id": 1},\n  {"name": "caf\\xe9"}\n]\n'
+
+
+def test_json_in_latin_1(tmp_path: Path) -> None:
+    path = tmp_path / "orders.json"
+    path.write_bytes('[{"name": "café"}]'.encode("latin-1"))
+    assert read(path, encoding="latin-1") == [{"name": "café"}]
+
+
+def test_csv_in_latin_1_and_cp1252(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,name\n1,café\n".encode("latin-1"))
+    assert read(latin, encoding="latin-1") == [{"id": "1", "name": "café"}]
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes("id,price\n1,€5\n".encode("cp1252"))
+    assert read(windows, encoding="cp1252") == [{"id": "1", "price": "€5"}]
+
+
+def test_csv_in_utf_16(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_bytes("id,name\r\n1,été\r\n".encode("utf-16"))
+    assert read(path, encoding="utf-16") == [{"id": "1", "name": "été"}]
+
+
+def test_csv_that_does_not_decode_names_route_file_line_and_remedy(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    rows = b"".join(b"%d,plain\n" % n for n in range(2, 5000))
+    path.write_bytes(b"id,name\n" + rows + b"5000,caf\xe9\n5001,x\n")
+    with pytest.raises(SourceError) as caught:
+        read(path)
+    message = str(caught.value)
+    assert "'orders'" in message
+    assert str(path) in message
+    assert "not valid utf-8" in message
+    assert "line 5000" in message
+    assert "source.encoding" in message
+
+
+def test_unknown_encoding_is_rejected_naming_it() -> None:
+    with pytest.raises(ValidationError, match="'utf-9'"):
+        FileSourceSettings(type="file", path="in.jsonl", encoding="utf-9")
+    with pytest.raises(ValidationError, match="'base64' is not a text encoding"):
+        FileSourceSettings(type="file", path="in.jsonl", encoding="base64")
+    assert FileSourceSettings(type="file", path="in.jsonl").encoding == "utf-8"
+    assert (
+        FileSourceSettings(type="file", path="in.jsonl", encoding="Latin-1").encoding == "Latin-1"
+    )
+
+
+def test_unknown_encoding_in_a_route_file_is_a_located_config_error() -> None:
+    from airflow_dataflow.config import load_route_text
+    from airflow_dataflow.errors import RouteConfigError
+
+    text = (
+        "source: {type: file, path: in.jsonl, encoding: klingon}\n"
+        "destinations:\n"
+        "  out: {type: file, path: out.jsonl}\n"
+        "unmatched: [out]\n"
+    )
+    with pytest.raises(RouteConfigError) as caught:
+        load_route_text(text, "t.route.yaml")
+    [issue] = caught.value.issues
+    assert issue.line == 1
+    assert "'klingon'" in issue.message
+
+
+# --- CSV problems ---------------------------------------------------------------------------
+
+
+def test_csv_duplicate_header_names_route_file_and_names(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("id,name,amount,name,id,note\n1,a,2,b,3,c\n", encoding="utf-8")
+    with pytest.raises(SourceError) as caught:
+        read(path)
+    message = str(caught.value)
+    assert "'orders'" in message
+    assert str(path) in message
+    assert "'id', 'name'" in message
+    assert "'amount'" not in message
+
+
+def test_csv_field_over_the_field_limit_is_a_bad_record_and_reading_goes_on(
+    tmp_path: Path,
+) -> None:
+    import csv
+
+    huge = "x" * (csv.field_size_limit() + 10)
+    path = tmp_path / "orders.csv"
+    path.write_text(f"id,note\n1,ok\n2,{huge}\n3,fine\n", encoding="utf-8")
+    items = read(path)
+    assert records(items) == [{"id": "1", "note": "ok"}, {"id": "3", "note": "fine"}]
+    [problem] = bad(items)
+    assert items.index(problem) == 1
+    assert problem.position == f"{path}:3"
+    assert "field larger than field limit" in problem.error
+    assert problem.raw == f"2,{huge}\n"  # the whole input line, nothing lost
+
+
+def test_csv_row_spanning_lines_is_located_at_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text('id,note\n1,"two\nlines",extra\n2,ok\n', encoding="utf-8")
+    items = read(path)
+    assert records(items) == [{"id": "2", "note": "ok"}]
+    [problem] = bad(items)
+    assert problem.position == f"{path}:2"
+    assert problem.raw == ["1", "two\nlines", "extra"]

@@ -110,6 +110,88 @@ def test_parquet_records_of_clashing_types_raise_destination_error(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_parquet_keeps_a_field_that_first_appears_in_a_later_batch(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out.parquet"
+    batches = [[{"id": 1}, {"id": 2}], [], [{"id": 3, "note": "late", "nested": {"a": 1}}]]
+    result = deliver(out, batches)
+    assert result.delivered == 3
+    assert pq.read_table(out).to_pylist() == [
+        {"id": 1, "note": None, "nested": None},
+        {"id": 2, "note": None, "nested": None},
+        {"id": 3, "note": "late", "nested": {"a": 1}},
+    ]
+
+
+def test_parquet_keeps_a_field_missing_from_the_first_record_of_a_batch(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out.parquet"
+    deliver(out, [[{"id": 1}, {"id": 2, "extra": True}]])
+    assert pq.read_table(out).to_pylist() == [
+        {"id": 1, "extra": None},
+        {"id": 2, "extra": True},
+    ]
+
+
+def test_parquet_types_are_unified_across_batches(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out.parquet"
+    batches = [
+        [{"n": 1, "maybe": None, "tags": [], "obj": {"a": 1}}],
+        [{"n": 2.5, "maybe": "x", "tags": ["t"], "obj": {"b": "y"}}],
+    ]
+    assert deliver(out, batches).delivered == 2
+    table = pq.read_table(out)
+    assert table.schema.field("n").type == pa.float64()
+    assert table.schema.field("maybe").type == pa.string()
+    assert table.to_pylist() == [
+        {"n": 1.0, "maybe": None, "tags": [], "obj": {"a": 1, "b": None}},
+        {"n": 2.5, "maybe": "x", "tags": ["t"], "obj": {"a": None, "b": "y"}},
+    ]
+
+
+def test_parquet_field_of_clashing_types_names_destination_and_field(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DestinationError) as caught:
+        deliver(out, [[{"id": 1, "amount": 5}], [{"id": 2, "amount": "five"}]], name="dwh")
+    message = str(caught.value)
+    assert "'orders'" in message and "'dwh'" in message
+    assert "'amount'" in message and "int64" in message and "string" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_field_of_mixed_values_in_one_batch_names_the_field(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DestinationError) as caught:
+        deliver(out, [[{"id": 1, "big": 1}, {"id": 2, "big": 2**70}]], name="dwh")
+    message = str(caught.value)
+    assert "'dwh'" in message and "'big'" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_value_that_does_not_fit_the_unified_type_names_the_field(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DestinationError) as caught:
+        deliver(out, [[{"n": 2**60 + 1}], [{"n": 1.5}]], name="dwh")  # int64 + double: double
+    message = str(caught.value)
+    assert "'dwh'" in message and "'n'" in message and "double" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_with_no_records_is_a_readable_empty_file(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out.parquet"
+    assert deliver(out, [[]]).delivered == 0
+    assert pq.read_table(out).num_rows == 0
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

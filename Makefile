@@ -44,7 +44,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 airflow: install
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 bench: install
 	$(BIN)/python bench/parse.py

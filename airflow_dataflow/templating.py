@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from jinja2 import StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import AfterValidator
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
@@ -30,6 +31,38 @@ def compile_text(source: str) -> Template:
 @lru_cache(maxsize=1024)
 def _compile_expression(expression: str) -> Callable[..., Any]:
     return _ENV.compile_expression(expression, undefined_to_none=False)
+
+
+def check_syntax(source: str) -> None:
+    """Raise ValueError naming the problem when ``source`` is not a valid template."""
+    try:
+        compile_text(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"invalid template {source!r}: {exc.message}") from None
+
+
+def check_templates(value: Any) -> Any:
+    """Raise ValueError when a string in ``value`` is a Jinja template with a syntax error."""
+    if isinstance(value, str):
+        if "{{" in value or "{%" in value:
+            check_syntax(value)
+    elif isinstance(value, list):
+        for item in value:
+            check_templates(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            check_templates(item)
+    return value
+
+
+def _checked(source: str) -> str:
+    if is_template(source):
+        check_syntax(source)
+    return source
+
+
+TemplateText = Annotated[str, AfterValidator(_checked)]
+"""A settings field holding a template: its syntax is checked when the route is loaded."""
 
 
 def render_text(source: str, variables: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from airflow_dataflow.config.durations import parse_duration
 from airflow_dataflow.registry import connector_kinds, destination_kinds
+from airflow_dataflow.templating import check_templates
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DESTINATION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
@@ -104,6 +105,13 @@ class LeafCondition(Strict):
     @classmethod
     def _valid_path(cls, value: str) -> str:
         return _check_path(value)
+
+    @field_validator(
+        "eq", "ne", "gt", "gte", "lt", "lte", "in_", "not_in", "contains", "matches", "exists"
+    )
+    @classmethod
+    def _valid_templates(cls, value: Any) -> Any:
+        return check_templates(value)
 
     @field_validator("exists")
     @classmethod
@@ -183,6 +191,11 @@ class TransformStep(Strict):
     rename: dict[str, str] | None = None
     drop: list[str] | None = None
     cast: dict[str, Literal["int", "float", "str", "bool", "datetime"]] | None = None
+
+    @field_validator("set")
+    @classmethod
+    def _valid_templates(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_templates(value)
 
     @field_validator("select")
     @classmethod

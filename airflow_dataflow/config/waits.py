@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from airflow_dataflow.config.durations import parse_duration
 from airflow_dataflow.config.models import Duration
+from airflow_dataflow.templating import TemplateText, check_templates
 
 
 class WaitBase(BaseModel):
@@ -25,7 +26,9 @@ class FileWait(WaitBase):
     """Waits until a path, glob or object-storage URL names at least one file."""
 
     type: Literal["file"]
-    path: str = Field(description="Path (relative to the route file), glob or URL; a template")
+    path: TemplateText = Field(
+        description="Path (relative to the route file), glob or URL; a template"
+    )
 
 
 class SqlWait(WaitBase):
@@ -34,7 +37,9 @@ class SqlWait(WaitBase):
     type: Literal["sql"]
     connection: str
     query: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: Annotated[dict[str, Any], AfterValidator(check_templates)] = Field(
+        default_factory=dict
+    )
 
 
 def _wait_kind(value: Any) -> str | None:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from airflow_dataflow import storage
 from airflow_dataflow.connectors.base import BadRecord, Connector, ConnectorSettings
 from airflow_dataflow.errors import SourceError
-from airflow_dataflow.templating import render_text
+from airflow_dataflow.templating import TemplateText, render_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _EXTENSIONS: dict[str, FileFormat] = {
 
 class FileSourceSettings(ConnectorSettings):
     type: Literal["file"]  # type: ignore[assignment]
-    path: str = Field(
+    path: TemplateText = Field(
         description="Local path or glob (/data/*.jsonl; relative to the route file's folder) or object-storage URL (s3://...)"
     )
     format: FileFormat | None = Field(default=None, description="Default: from the file extension")

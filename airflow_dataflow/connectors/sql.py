@@ -16,10 +16,10 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import sqlalchemy as sa
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from airflow_dataflow.connectors.base import BadRecord, Connector, ConnectorSettings
 from airflow_dataflow.errors import SourceError
@@ -30,7 +30,7 @@ from airflow_dataflow.hooks.sql import (
     sql_engine,
     unavailable_error_class,
 )
-from airflow_dataflow.templating import render_value
+from airflow_dataflow.templating import check_templates, render_value
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SqlSettings(ConnectorSettings):
     type: Literal["sql"]
     connection: str = Field(min_length=1, description="Airflow connection id")
     query: str = Field(min_length=1, description="SQL query; parameters as :name")
-    parameters: dict[str, Any] = Field(
+    parameters: Annotated[dict[str, Any], AfterValidator(check_templates)] = Field(
         default_factory=dict,
         description="values of the query's :name parameters (bound; may be templates like {{ params.x }})",
     )

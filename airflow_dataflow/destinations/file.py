@@ -17,7 +17,7 @@ from airflow_dataflow import storage
 from airflow_dataflow.destinations.base import DeliveryResult, Destination, DestinationSettings
 from airflow_dataflow.errors import DestinationError
 from airflow_dataflow.jsonable import dumps, json_default
-from airflow_dataflow.templating import render_text
+from airflow_dataflow.templating import TemplateText, render_text
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ Batches = Iterable[list[dict[str, Any]]]
 
 class FileDestinationSettings(DestinationSettings):
     type: Literal["file"]  # type: ignore[assignment]
-    path: str = Field(
+    path: TemplateText = Field(
         description="Path or URL; a Jinja template over route, destination, run_id, ds, params"
     )
     format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(

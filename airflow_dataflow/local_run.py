@@ -145,6 +145,8 @@ def _no_counts(route: LoadedRoute) -> dict[str, Any]:
         "dead_lettered": 0,
         "rules": {rule.name: 0 for rule in route.config.rules},
         "destinations": dict.fromkeys(route.config.destinations, 0),
+        "routed": dict.fromkeys(route.config.destinations, 0),
+        "held_back": {},
     }
 
 

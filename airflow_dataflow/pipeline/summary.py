@@ -22,16 +22,23 @@ def summarize(
     routing: dict[str, Any],
     deliveries: dict[str, dict[str, Any] | None],
 ) -> dict[str, Any]:
-    """The run summary: counts per rule and destination, dead letters and warnings."""
+    """The run summary: counts per rule and destination, dead letters and warnings.
+
+    ``counts.routed`` is what the rules sent to each destination, ``counts.destinations``
+    what was delivered (records, not messages), ``counts.held_back`` what ``min_records``
+    kept from delivery; for each destination routed = delivered + held_back.
+    """
     counts = routing["counts"]
     warnings: list[str] = []
     delivered: dict[str, int] = {}
+    held_back: dict[str, int] = {}
     for name in route.config.destinations:
         result = deliveries.get(name)
         delivered[name] = result["delivered"] if result else 0
         routed = counts["routed"].get(name, 0)
         minimum = route.config.destinations[name].min_records
         if routed and not result and routed < minimum:
+            held_back[name] = routed
             warnings.append(
                 f"destination {name!r}: {routed} records held back (min_records is {minimum})"
             )
@@ -45,8 +52,9 @@ def summarize(
             "dead_lettered": counts["dead_lettered"],
             "rules": counts["rules"],
             "destinations": delivered,
+            "routed": dict(counts["routed"]),
+            "held_back": held_back,
         },
-        "routed": counts["routed"],
         "dead_letters": routing.get("dead_letters"),
         "warnings": warnings,
     }
@@ -62,10 +70,10 @@ def check_conservation(summary: dict[str, Any], route: LoadedRoute) -> None:
             f"(matched {counts['matched']}, unmatched {counts['unmatched']}, "
             f"dead-lettered {counts['dead_lettered']})"
         )
-    for name, routed in summary["routed"].items():
+    for name, routed in counts["routed"].items():
         delivered = counts["destinations"].get(name, 0)
-        held = routed < route.config.destinations[name].min_records
-        if delivered != routed and not held:
+        held = counts["held_back"].get(name, 0)
+        if delivered + held != routed:
             raise ConservationError(
                 f"route {route.route_id!r}: destination {name!r} was routed {routed} records "
                 f"but delivered {delivered}"

@@ -89,4 +89,5 @@ def test_sql_source_to_database_destination(
     again = dataflow("run", str(route), "--json", "--conf", json.dumps({"since_id": 2}))
     assert again.summary["state"] == "success", again.output[-5000:]
     assert again.summary["counts"]["read"] == 2
+    assert_conserved(again.summary)
     assert [row["customer"] for row in db.rows("eu_orders")] == ["Anna", "Chloé B."]

@@ -89,6 +89,8 @@ def test_file_source_to_file_and_sqlite_destinations(
         "dead_lettered": 2,
         "rules": {"big": 3, "eu": 3},
         "destinations": {"big": 3, "eu": 3, "rest": 1},
+        "routed": {"big": 3, "eu": 3, "rest": 1},
+        "held_back": {},
     }
     (big_file,) = (tmp_path / "out" / "big").iterdir()
     assert read_jsonl(big_file) == [
@@ -197,6 +199,7 @@ def test_on_dead_letter_fail_fails_the_run_after_delivering(
     summary = result.summary
     assert summary["state"] == "failed"
     assert summary["failed_tasks"] == ["commit"]
+    assert_conserved(summary)  # everything was routed and delivered before commit failed the run
     assert summary["counts"]["dead_lettered"] == 1
     assert read_jsonl(tmp_path / "out" / "all.jsonl") == [{"id": 1, "amount": 5}]
 
@@ -218,6 +221,7 @@ def test_missing_source_file_fails_naming_route_and_setting(
     assert result.returncode == 1
     summary = result.summary
     assert summary["failed_tasks"] == ["extract"]  # the others are upstream_failed, not failed
+    assert_conserved(summary)
     assert summary["counts"]["read"] == 0 and summary["counts"]["destinations"] == {"out": 0}
     assert "route 'nofile': source.path" in summary["errors"]["extract"]
     assert "matches no file" in summary["errors"]["extract"]

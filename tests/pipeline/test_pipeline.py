@@ -71,6 +71,8 @@ def test_phases_account_for_every_record(tmp_path: Path) -> None:
         "dead_lettered": 2,  # "150.7" and 150.5 cannot be cast to int
         "rules": {"big": 3, "tiny": 1},
         "destinations": {"big": 1, "tiny": 0, "rest": 1},
+        "routed": {"big": 1, "tiny": 1, "rest": 1},
+        "held_back": {"tiny": 1},
     }
     assert [chunk["count"] for chunk in routing["partitions"]["big"]["chunks"]] == [1]
     assert read_jsonl(tmp_path / "out" / "big.jsonl") == [{"amount": 500}]

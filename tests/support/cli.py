@@ -44,8 +44,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
 
 
 def assert_conserved(summary: dict[str, Any]) -> None:
-    """Every record accounted for: read = matched + unmatched + dead-lettered."""
+    """Every record accounted for, the one check every end-to-end test shares.
+
+    read = matched + unmatched + dead-lettered, and for each destination the records routed
+    to it = delivered + held back by ``min_records``.
+    """
     counts = summary["counts"]
-    assert counts["read"] == counts["matched"] + counts["unmatched"] + counts["dead_lettered"], (
-        counts
-    )
+    accounted = counts["matched"] + counts["unmatched"] + counts["dead_lettered"]
+    assert counts["read"] == accounted, counts
+    for name, routed in counts["routed"].items():
+        delivered = counts["destinations"][name]
+        assert routed == delivered + counts["held_back"].get(name, 0), (name, counts)

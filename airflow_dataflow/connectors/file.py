@@ -184,6 +184,12 @@ def _not_valid(encoding: str, exc: UnicodeDecodeError, where: str) -> str:
     )
 
 
+MAX_RECORD_CHARS = 64 * 1024 * 1024
+"""A JSON Lines record longer than this (64 Mi characters) becomes a dead letter, kept whole."""
+
+_TOO_DEEP = "record is nested deeper than the JSON decoder allows (about 1,000 levels)"
+
+
 def _read_jsonl(source: _Reading) -> Iterator[Any | BadRecord]:
     if not source.lines_are_bytes:
         yield from _read_jsonl_text(source)
@@ -217,10 +223,18 @@ def _read_jsonl_text(source: _Reading) -> Iterator[Any | BadRecord]:
 
 
 def _json_line(name: str, line_number: int, line: str) -> Any:
+    if len(line) > MAX_RECORD_CHARS:
+        return BadRecord(
+            f"{name}:{line_number}",
+            f"record of {len(line):,} characters is over the limit of {MAX_RECORD_CHARS:,}",
+            line.rstrip("\r\n"),
+        )
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         return BadRecord(f"{name}:{line_number}", f"invalid JSON: {exc}", line.rstrip("\r\n"))
+    except RecursionError:
+        return BadRecord(f"{name}:{line_number}", _TOO_DEEP, line.rstrip("\r\n"))
 
 
 def _read_json(source: _Reading) -> Iterator[Any | BadRecord]:
@@ -240,6 +254,9 @@ def _read_json(source: _Reading) -> Iterator[Any | BadRecord]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         yield BadRecord(f"{source.name}:{exc.lineno}", f"invalid JSON: {exc}", text)
+        return
+    except RecursionError:
+        yield BadRecord(f"{source.name}:1", _TOO_DEEP, text)
         return
     if isinstance(document, list):
         yield from document

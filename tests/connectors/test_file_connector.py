@@ -508,3 +508,20 @@ def test_csv_row_spanning_lines_is_located_at_its_first_line(tmp_path: Path) -> 
     [problem] = bad(items)
     assert problem.position == f"{path}:2"
     assert problem.raw == ["1", "two\nlines", "extra"]
+
+
+def test_too_deep_and_too_large_records_become_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow_dataflow.connectors.file as file_connector
+
+    monkeypatch.setattr(file_connector, "MAX_RECORD_CHARS", 1_000_000)
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": 1}\n' + deep + "\n" + '{"big": "' + "x" * 2_000_000 + '"}\n{"id": 4}\n')
+    records = read(path)
+    assert records[0] == {"id": 1} and records[3] == {"id": 4}
+    assert isinstance(records[1], BadRecord) and records[1].position.endswith("in.jsonl:2")
+    assert "nested deeper" in records[1].error and records[1].raw == deep
+    assert isinstance(records[2], BadRecord) and "over the limit of 1,000,000" in records[2].error
+    assert len(records[2].raw) > 2_000_000  # kept whole: nothing lost

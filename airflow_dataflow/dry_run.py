@@ -9,7 +9,8 @@ from typing import Any
 from airflow_dataflow.config import LoadedRoute
 from airflow_dataflow.config.models import ParamSpec
 from airflow_dataflow.context import RunContext
-from airflow_dataflow.pipeline.route import compile_route
+from airflow_dataflow.pipeline.route import compile_route, rules_as_data
+from airflow_dataflow.routing.explain import Explainer
 
 
 def default_params(route: LoadedRoute) -> dict[str, Any]:
@@ -26,12 +27,27 @@ def dry_run(
     conf: dict[str, Any] | None = None,
     explain: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """One result per input line: matched rules, destinations and the transformed output."""
+    """One result per input line: matched rules, destinations and the transformed output.
+
+    With `explain`, each result also has `"explain"`: per rule in priority order, whether it
+    matched, the leaf condition that decided it (with the values its path selected), every leaf
+    evaluated, and the rule's transformed output (see `routing.explain`).
+    """
     params = {**default_params(route), **(conf or {})}
     context = RunContext(
         route=route.route_id, run_id="test-route", params=params, route_file=route.file
     )
     router = compile_route(route, context)
+    explainer = (
+        Explainer(
+            rules_as_data(route),
+            mode=route.config.mode,
+            unmatched=route.config.unmatched,
+            variables=context.template_vars(),
+        )
+        if explain
+        else None
+    )
     index = 0
     for line_number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -57,6 +73,6 @@ def dry_run(
                 {"rule": letter.rule, "step": letter.step, "error": letter.error}
                 for letter in routed.dead
             ]
-        if explain:
-            result["explain"] = router.explain(record)
+        if explainer is not None:
+            result["explain"] = explainer.explain(record)
         yield result

@@ -414,3 +414,38 @@ def test_validate_applies_defaults_above_a_route_in_a_given_folder(
         "source: {type: file, path: x.jsonl}\nrules: [{name: all, to: [out]}]\n",
     )
     assert main(["validate", str(tmp_path)]) == 0, capsys.readouterr().out
+
+
+def test_test_route_explain_shows_the_deciding_leaf_and_the_output(
+    good_route: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = write_jsonl(
+        tmp_path / "r.jsonl",
+        [{"id": 1, "amount": "500", "country": "US"}, {"id": 2, "country": "DE"}],
+    )
+    plain = test_route(capsys, good_route, records)
+    explained = test_route(capsys, good_route, records, "--explain")
+    # --explain only adds a key: everything else is the plain output, unchanged
+    assert [{k: v for k, v in line.items() if k != "explain"} for line in explained] == plain
+    first, second = (line["explain"] for line in explained)
+    assert [(e["rule"], e["priority"], e["matched"]) for e in first] == [
+        ("big", 10, True),
+        ("local", 0, False),
+    ]
+    big, local = first
+    assert big["decided_by"] == {
+        "where": "when",
+        "path": "$.amount",
+        "op": "gt",
+        "value": 100,  # the rendered {{ params.min_amount }}
+        "saw": ["500"],
+        "result": True,
+    }
+    assert big["conditions"] == [big["decided_by"]]
+    assert big["destinations"] == ["big_orders"]
+    assert big["output"] == {"id": 1, "amount": "500"} == explained[0]["outputs"]["big_orders"][0]
+    assert local["decided_by"]["saw"] == ["US"] and local["decided_by"]["value"] == "DE"
+    assert local["destinations"] == [] and local["output"] is None
+    # a missing path: nothing seen, so `gt` is false
+    assert second[0]["decided_by"]["saw"] == [] and second[0]["matched"] is False
+    assert second[1]["matched"] is True and second[1]["output"] == {"id": 2, "country": "DE"}

@@ -7,20 +7,25 @@ Layout under the staging URL (``[dataflow] staging_url``, default
     <route>/dead_letters/<run>.jsonl          dead letters when no dead_letter destination is set
 
 A manifest is ``{"chunks": [{"uri": ..., "count": n}], "count": N}``.
+
+Lines are written by ``jsonable.dumps_line`` (orjson, compact) through buffered binary
+handles and read back by ``jsonable.loads_line``. Reading streams line by line: memory stays
+bounded by the largest record, not the chunk size.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from airflow_dataflow import storage
-from airflow_dataflow.jsonable import dumps
+from airflow_dataflow.jsonable import dumps_line, loads_line
 
 DEFAULT_CHUNK_SIZE = 50_000
+BUFFER_SIZE = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
 
@@ -84,12 +89,15 @@ class ChunkWriter:
         self.count = 0
 
     def write(self, record: Any) -> None:
-        if self._handle is None or self._in_chunk >= self.chunk_size:
+        """Stage one record (raises TypeError/RecursionError if it cannot be serialised)."""
+        self.write_line(dumps_line(record))
+
+    def write_line(self, line: bytes) -> None:
+        """Stage one record already serialised by ``jsonable.dumps_line``."""
+        if self._in_chunk >= self.chunk_size or self._handle is None:
             self._open_next()
-        self._handle.write(dumps(record))
-        self._handle.write("\n")
+        self._handle.write(line)
         self._in_chunk += 1
-        self.chunks[-1]["count"] += 1
         self.count += 1
 
     def write_many(self, records: Iterable[Any]) -> None:
@@ -102,12 +110,16 @@ class ChunkWriter:
         path = storage.resolve(uri)
         if storage.is_local(uri):
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("w", encoding="utf-8")
+        if isinstance(path, Path):
+            self._handle = open(path, "wb", buffering=BUFFER_SIZE)  # noqa: SIM115
+        else:
+            self._handle = path.open("wb")
         self._in_chunk = 0
         self.chunks.append({"uri": uri, "count": 0})
 
     def _close_current(self) -> None:
         if self._handle is not None:
+            self.chunks[-1]["count"] = self._in_chunk
             self._handle.close()
             self._handle = None
 
@@ -123,13 +135,44 @@ class ChunkWriter:
         self._close_current()
 
 
-def read_chunks(manifest: dict[str, Any]) -> Iterator[tuple[str, int, Any]]:
-    """Every staged record with its chunk URI and line number, in order."""
+class StagedLineError(ValueError):
+    """A staged line that does not decode; names the chunk and line."""
+
+    def __init__(self, uri: str, line: int, reason: str) -> None:
+        self.uri, self.line, self.reason = uri, line, reason
+        super().__init__(f"{uri}:{line}: staged line is not valid JSON: {reason}")
+
+
+def read_lines(manifest: dict[str, Any]) -> Iterator[tuple[str, Iterator[tuple[int, bytes]]]]:
+    """Per chunk, in order: its URI and its raw lines with 1-based line numbers."""
     for chunk in manifest.get("chunks", []):
         uri = chunk["uri"]
-        with storage.resolve(uri).open("r", encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                yield uri, line_number, json.loads(line)
+        path = storage.resolve(uri)
+        if isinstance(path, Path):
+            opened = open(path, "rb", buffering=BUFFER_SIZE)  # noqa: SIM115
+        else:
+            opened = path.open("rb")
+        with opened as handle:
+            yield uri, enumerate(handle, start=1)
+
+
+def decode_line(uri: str, line: int, raw: bytes) -> Any:
+    """One staged line's record; StagedLineError naming ``uri:line`` if it does not decode."""
+    try:
+        return loads_line(raw)
+    except ValueError as exc:
+        raise StagedLineError(uri, line, str(exc)) from None
+
+
+def read_chunks(manifest: dict[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    """Every staged record with its chunk URI and line number, in order.
+
+    A line that does not decode raises StagedLineError (the route phase reads with
+    ``read_lines`` instead and dead-letters such lines).
+    """
+    for uri, lines in read_lines(manifest):
+        for line_number, raw in lines:
+            yield uri, line_number, decode_line(uri, line_number, raw)
 
 
 class StagedBatches:

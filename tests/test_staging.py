@@ -55,7 +55,7 @@ def test_manifest_shape_and_chunk_files(tmp_path: Path) -> None:
         "count": 5,
     }
     assert (run_folder / "extract-00000.jsonl").read_text(encoding="utf-8") == (
-        '{"n": 0}\n{"n": 1}\n'
+        '{"n":0}\n{"n":1}\n'
     )
     json.dumps(manifest)  # XCom-ready: plain JSON
 
@@ -230,3 +230,44 @@ def test_staging_streams_with_bounded_memory(tmp_path: Path) -> None:
     assert [chunk["count"] for chunk in manifest["chunks"]] == [50_000] * 4
     assert data_size > 30 * 1024 * 1024
     assert peak < 20 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for {data_size / 2**20:.1f} MiB"
+
+
+# --- Line format (orjson, with a standard-library fallback) -----------------------------------
+
+
+def test_lines_round_trip_what_the_fast_encoder_cannot_write(tmp_path: Path) -> None:
+    from airflow_dataflow.jsonable import dumps_line, loads_line
+
+    deep: object = 1
+    for _ in range(300):  # deeper than orjson's 255 levels
+        deep = [deep]
+    values = [
+        {"big": 2**70, "neg": -(2**80)},  # integers beyond 64 bits stay exact
+        {"s": "lone \ud800 surrogate"},
+        deep,
+        {"nan": float("nan"), "inf": float("-inf"), 1: "int key"},
+        {"plain": "é", "n": 1.5},
+    ]
+    for value in values:
+        line = dumps_line(value)
+        assert line.endswith(b"\n")
+        back = loads_line(line)
+        if isinstance(value, dict) and "nan" in value:
+            assert back == {"nan": None, "inf": None, "1": "int key"}
+        else:
+            assert back == value
+    manifest = stage(area(tmp_path, chunk_size=10), values)
+    assert next(record for _, _, record in read_chunks(manifest)) == values[0]
+
+
+def test_a_line_that_does_not_decode_names_chunk_and_line(tmp_path: Path) -> None:
+    from airflow_dataflow.staging import StagedLineError
+
+    staging = area(tmp_path, chunk_size=10)
+    with staging.writer("extract") as writer:
+        writer.write({"n": 1})
+        writer.write_line(b"{not json\n")
+        manifest = writer.close()
+    uri = manifest["chunks"][0]["uri"]
+    with pytest.raises(StagedLineError, match=f"{uri}:2: staged line is not valid JSON"):
+        list(read_chunks(manifest))

@@ -19,6 +19,12 @@ class DestinationSettings(BaseModel):
     min_records: int = Field(
         default=0, ge=0, description="Deliver only when at least this many records were routed here"
     )
+    per: Literal["record", "batch"] = Field(
+        default="record",
+        description="record: deliver every record; batch: deliver one summary per run, "
+        "{count, records: [up to sample_size]}",
+    )
+    sample_size: int = Field(default=10, ge=0, description="Records kept in a per: batch summary")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 from airflow_dataflow.config import LoadedRoute
 from airflow_dataflow.context import RunContext
 from airflow_dataflow.pipeline.kinds import make_destination
+from airflow_dataflow.pipeline.partitions import records_in
 from airflow_dataflow.staging import StagedBatches
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def wanted_destinations(route: LoadedRoute, partitions: dict[str, Any]) -> list[
     """Destinations whose partition has records (and at least ``min_records`` of them)."""
     wanted = []
     for name, manifest in partitions.items():
-        count = manifest["count"]
+        count = records_in(manifest)
         if count and count >= route.config.destinations[name].min_records:
             wanted.append(name)
     return wanted
@@ -30,5 +31,8 @@ def deliver(
     destination = make_destination(route, name, context)
     batch_size = getattr(destination.settings, "batch_size", None) or 1000
     result = destination.deliver(StagedBatches(partition, batch_size=batch_size))
-    log.info("delivered %d records to %s (%s)", result.delivered, name, ", ".join(result.locations))
-    return {"delivered": result.delivered, "locations": result.locations}
+    delivered = (
+        records_in(partition) if "records" in partition and result.delivered else result.delivered
+    )
+    log.info("delivered %d records to %s (%s)", delivered, name, ", ".join(result.locations))
+    return {"delivered": delivered, "locations": result.locations}

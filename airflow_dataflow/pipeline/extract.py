@@ -30,6 +30,7 @@ def extract(route: LoadedRoute, context: RunContext, staging: StagingArea) -> di
                         "run_id": context.run_id,
                         "rule": None,
                         "step": None,
+                        "step_kind": None,
                         "error": item.error,
                         "position": item.position,
                         "record": item.raw,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any
 
 from airflow_dataflow import storage
 from airflow_dataflow.config import LoadedRoute
 from airflow_dataflow.context import RunContext
-from airflow_dataflow.jsonable import dumps
+from airflow_dataflow.jsonable import dumps, dumps_line, loads_line
 from airflow_dataflow.pipeline.kinds import DEAD_LETTER, make_destination
+from airflow_dataflow.pipeline.partitions import partition_writer, records_in
 from airflow_dataflow.routing import compile_router
-from airflow_dataflow.staging import ChunkWriter, StagedBatches, StagingArea, read_chunks
+from airflow_dataflow.routing.router import failure
+from airflow_dataflow.staging import ChunkWriter, StagedBatches, StagingArea, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,74 @@ def compile_route(route: LoadedRoute, context: RunContext) -> Any:
 def route_records(
     route: LoadedRoute, context: RunContext, staging: StagingArea, extracted: dict[str, Any]
 ) -> dict[str, Any]:
-    """Route every extracted record; returns partitions, counts and where dead letters went."""
+    """Route every extracted record; returns partitions, counts and where dead letters went.
+
+    Streams: one staged line at a time is decoded, routed and written, so memory does not
+    grow with the number of records. A record never stops the loop: a staged line that does
+    not decode, a record that makes routing fail (nested too deeply, out of memory) and an
+    output that cannot be serialised all become dead letters naming the chunk and line.
+    """
     router = compile_route(route, context)
-    writers = {name: staging.writer(f"to-{name}") for name in route.config.destinations}
+    writers = {
+        name: partition_writer(staging, name, settings)
+        for name, settings in route.config.destinations.items()
+    }
     dead = staging.writer("dead-letters")
-    status: Counter[str] = Counter()
-    rule_counts: Counter[str] = Counter({name: 0 for name in router.rule_names})
+    status = {"matched": 0, "unmatched": 0, "dead": 0}
+    rule_counts = {name: 0 for name in router.rule_names}
+    letter = _letter_factory(route, context)
     try:
-        dead.write_many(_malformed(extracted))
-        for uri, line, record in read_chunks(extracted["records"]):
-            routed = router.route(record)
-            status[routed.status] += 1
-            rule_counts.update(routed.rules)
-            for destination, output in routed.deliveries:
-                writers[destination].write(output)
-            for letter in routed.dead:
-                dead.write(_dead_letter(route, context, letter, f"{uri}:{line}"))
+        for _, lines in read_lines(extracted["malformed"]):
+            for _, raw in lines:
+                dead.write_line(raw)
+        route_one = router.route
+        line_sinks = {
+            name: writer.write_line
+            for name, writer in writers.items()
+            if isinstance(writer, ChunkWriter)
+        }
+        for uri, lines in read_lines(extracted["records"]):
+            for line, raw in lines:
+                try:
+                    record = loads_line(raw)
+                except ValueError as exc:
+                    status["dead"] += 1
+                    reason = f"staged line is not valid JSON: {exc}"
+                    _write_letter(dead, letter(None, None, reason, f"{uri}:{line}", raw), raw)
+                    continue
+                routed = route_one(record, copies=False)
+                outputs = []
+                previous: Any = _NOTHING
+                try:
+                    for destination, output in routed.deliveries:
+                        sink = line_sinks.get(destination)
+                        if sink is None:  # a writer that takes records (not staged lines)
+                            outputs.append((writers[destination].write, output))
+                            continue
+                        if output is not previous:  # one object to several destinations
+                            previous = output
+                            data = dumps_line(output)
+                        outputs.append((sink, data))
+                except Exception as exc:  # TypeError, RecursionError, MemoryError
+                    status["dead"] += 1
+                    reason = f"cannot serialise the output for {destination!r}: {failure(exc)}"
+                    _write_letter(dead, letter(None, None, reason, f"{uri}:{line}", record), raw)
+                    continue
+                status[routed.status] += 1
+                for name in routed.rules:
+                    rule_counts[name] += 1
+                for sink, data in outputs:
+                    sink(data)
+                for failed in routed.dead:
+                    entry = letter(
+                        failed.rule,
+                        failed.step,
+                        failed.error,
+                        f"{uri}:{line}",
+                        record,
+                        failed.step_kind,
+                    )
+                    _write_letter(dead, entry, raw)
     finally:
         partitions = {name: writer.close() for name, writer in writers.items()}
         dead_manifest = dead.close()
@@ -60,31 +113,53 @@ def route_records(
         "unmatched": status["unmatched"],
         "dead_lettered": status["dead"] + malformed,
         "dead_letter_entries": dead_manifest["count"],
-        "rules": dict(rule_counts),
-        "routed": {name: manifest["count"] for name, manifest in partitions.items()},
+        "rules": rule_counts,
+        "routed": {name: records_in(manifest) for name, manifest in partitions.items()},
     }
     location = store_dead_letters(route, context, staging, dead_manifest)
     log.info("routed %d records: %s", counts["read"], counts)
     return {"partitions": partitions, "counts": counts, "dead_letters": location}
 
 
-def _malformed(extracted: dict[str, Any]) -> Any:
-    for _, _, entry in read_chunks(extracted["malformed"]):
-        yield entry
+_NOTHING = object()
 
 
-def _dead_letter(
-    route: LoadedRoute, context: RunContext, letter: Any, position: str
-) -> dict[str, Any]:
-    return {
-        "route": route.route_id,
-        "run_id": context.run_id,
-        "rule": letter.rule,
-        "step": letter.step,
-        "error": letter.error,
-        "position": position,
-        "record": letter.record,
-    }
+def _letter_factory(route: LoadedRoute, context: RunContext) -> Any:
+    route_id, run_id = route.route_id, context.run_id
+
+    def letter(
+        rule: str | None,
+        step: int | None,
+        error: str,
+        position: str,
+        record: Any,
+        step_kind: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "route": route_id,
+            "run_id": run_id,
+            "rule": rule,
+            "step": step,
+            "step_kind": step_kind,
+            "error": error,
+            "position": position,
+            "record": (
+                record.decode("utf-8", "replace").rstrip("\r\n")
+                if isinstance(record, bytes)
+                else record
+            ),
+        }
+
+    return letter
+
+
+def _write_letter(dead: ChunkWriter, entry: dict[str, Any], raw: bytes) -> None:
+    """Stage a dead letter; a record that cannot be serialised is kept as its staged line."""
+    try:
+        dead.write_line(dumps_line(entry))
+    except Exception:  # TypeError, RecursionError, MemoryError
+        entry["record"] = raw.decode("utf-8", "replace").rstrip("\n")
+        dead.write_line(dumps_line(entry))
 
 
 def store_dead_letters(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_dataflow.routing.values import is_number, parse_number
+from airflow_dataflow.routing.values import comparable_number, is_number, parse_number
 
 Caster = Callable[[Any], Any]
 _TRUE = {"true", "1", "yes"}
@@ -25,6 +25,8 @@ def _describe(value: Any) -> str:
 
 def to_int(value: Any) -> int:
     """12, 12.0, "12", " 12 ", "12.0" -> 12; fractions, bools, null and text fail."""
+    if value.__class__ is str and value.isascii() and value.isdigit() and len(value) < 4000:
+        return int(value)  # the common case, without regular expressions
     number = parse_number(value) if isinstance(value, str) else value
     if isinstance(value, str) and number is None:
         raise ValueError(f"invalid literal {value!r}")
@@ -42,7 +44,7 @@ def to_float(value: Any) -> float:
     if is_number(value):
         return float(value)
     if isinstance(value, str):
-        number = parse_number(value)
+        number = comparable_number(value)  # equal to parse_number's, as a float is enough
         if number is None:
             raise ValueError(f"invalid literal {value!r}")
         return float(number)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_dataflow.errors import DataflowError
@@ -33,6 +34,33 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
 
 class ConditionError(DataflowError, ValueError):
     """A malformed condition (unknown operator, wrong value type, bad regex, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """A compiled leaf: `predicate(record)`, plus what it was built from (for code generation).
+
+    `test` is the per-value test of the operator (None for `exists`); `expected` is the
+    rendered rule value.
+    """
+
+    predicate: Predicate
+    path: str
+    op: str
+    expected: Any
+    test: Test | None
+
+
+@dataclass(frozen=True, slots=True)
+class Combination:
+    """A compiled `all`/`any` (two or more parts) or `not` (one part)."""
+
+    predicate: Predicate
+    kind: str
+    parts: tuple[Node, ...]
+
+
+Node = Leaf | Combination
 
 
 def _suggest(word: str, choices: tuple[str, ...]) -> str:
@@ -111,7 +139,7 @@ def _some(find: PathFinder, test: Test) -> Predicate:
     return predicate
 
 
-def _leaf(cond: Mapping[str, Any], variables: Mapping[str, Any] | None, where: str) -> Predicate:
+def _leaf(cond: Mapping[str, Any], variables: Mapping[str, Any] | None, where: str) -> Leaf:
     ops = [key for key in cond if key != "path"]
     unknown = [key for key in ops if key not in OPERATORS]
     if unknown:
@@ -133,22 +161,25 @@ def _leaf(cond: Mapping[str, Any], variables: Mapping[str, Any] | None, where: s
         if not isinstance(expected, bool):
             raise ConditionError(f"{where}: 'exists' needs true or false, got {expected!r}")
         if expected:
-            return lambda record: bool(find(record))
-        return lambda record: not find(record)
-    return _some(find, _value_test(op, expected, where))
+            return Leaf(lambda record: bool(find(record)), path, op, expected, None)
+        return Leaf(lambda record: not find(record), path, op, expected, None)
+    test = _value_test(op, expected, where)
+    return Leaf(_some(find, test), path, op, expected, test)
 
 
-def _combinator(
-    key: str, operand: Any, variables: Mapping[str, Any] | None, where: str
-) -> Predicate:
+def _combinator(key: str, operand: Any, variables: Mapping[str, Any] | None, where: str) -> Node:
     if key == "not":
         inner = _compile(operand, variables, f"{where}.not")
-        return lambda record: not inner(record)
+        inner_predicate = inner.predicate
+        return Combination(lambda record: not inner_predicate(record), key, (inner,))
     if not isinstance(operand, (list, tuple)) or not operand:
         raise ConditionError(f"{where}: {key!r} needs a non-empty list of conditions")
-    parts = [_compile(item, variables, f"{where}.{key}[{i}]") for i, item in enumerate(operand)]
-    if len(parts) == 1:
-        return parts[0]
+    nodes = tuple(
+        _compile(item, variables, f"{where}.{key}[{i}]") for i, item in enumerate(operand)
+    )
+    if len(nodes) == 1:
+        return nodes[0]
+    parts = [node.predicate for node in nodes]
     if key == "all":
 
         def all_of(record: Any) -> bool:
@@ -157,7 +188,7 @@ def _combinator(
                     return False
             return True
 
-        return all_of
+        return Combination(all_of, key, nodes)
 
     def any_of(record: Any) -> bool:
         for part in parts:  # noqa: SIM110
@@ -165,10 +196,10 @@ def _combinator(
                 return True
         return False
 
-    return any_of
+    return Combination(any_of, key, nodes)
 
 
-def _compile(cond: Any, variables: Mapping[str, Any] | None, where: str) -> Predicate:
+def _compile(cond: Any, variables: Mapping[str, Any] | None, where: str) -> Node:
     if not isinstance(cond, Mapping):
         raise ConditionError(f"{where}: a condition must be a mapping, got {kind_of(cond)}")
     combinators = [key for key in cond if key in COMBINATORS]
@@ -188,6 +219,17 @@ def _compile(cond: Any, variables: Mapping[str, Any] | None, where: str) -> Pred
     return _leaf(cond, variables, where)
 
 
+def compile_condition_node(
+    cond: Mapping[str, Any], *, variables: Mapping[str, Any] | None = None, where: str = "when"
+) -> Node:
+    """Compile a condition once into a tree of `Leaf`/`Combination` nodes.
+
+    Each node carries its closure predicate; `routing.codegen` turns the tree into Python
+    source. Templated values are rendered here, once.
+    """
+    return _compile(cond, variables, where)
+
+
 def compile_condition(
     cond: Mapping[str, Any] | None,
     *,
@@ -200,4 +242,4 @@ def compile_condition(
     """
     if cond is None:
         return lambda record: True
-    return _compile(cond, variables, where)
+    return _compile(cond, variables, where).predicate

@@ -18,12 +18,39 @@ def is_number(value: Any) -> bool:
 
 
 def parse_number(text: str) -> int | float | None:
-    """The number a string spells (`" 12"`, `"-1.5e3"`), or None; no nan/inf/underscores."""
+    """The number a string spells (`" 12"`, `"-1.5e3"`), or None; no nan/inf/underscores.
+
+    An integer string longer than Python's int-conversion limit (4300 digits) gives a float
+    (`inf` for huge magnitudes) instead of raising.
+    """
     if _INTEGER.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than sys.get_int_max_str_digits()
+            return float(text)
     if _NUMBER.fullmatch(text):
         return float(text)
     return None
+
+
+_EXACT = 9007199254740992.0  # 2**53: below it a float holds every integer exactly
+
+
+def comparable_number(text: str) -> int | float | None:
+    """`parse_number(text)` for comparisons: the same value, or an equal float, faster.
+
+    `float()` is ~5x cheaper than the two regular expressions of `parse_number`; it accepts a
+    superset of their syntax (nan/inf, underscores, non-ASCII digits), so anything outside
+    plain ASCII without `_`, or outside +/-2**53 (where a float would round an integer), falls
+    back to `parse_number`. Comparisons (==, <, ...) with a number give the same result.
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if -_EXACT < number < _EXACT and text.isascii() and "_" not in text:
+        return number
+    return parse_number(text)
 
 
 def kind_of(value: Any) -> str:
@@ -111,8 +138,27 @@ def membership_test(members: list[Any] | tuple[Any, ...]) -> Test:
     return test
 
 
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def json_copy(value: Any) -> Any:
-    """A deep copy of dicts and lists; scalars (immutable) are shared."""
+    """A deep copy of dicts and lists; scalars (immutable) are shared.
+
+    Plain dicts are copied in C (`dict.copy`) and only their container values are replaced;
+    scalars are tested by exact type without a call (the common case).
+    """
+    atoms = _ATOMS
+    cls = value.__class__
+    if cls is dict:
+        copied = value.copy()
+        for key, item in copied.items():
+            if item.__class__ not in atoms:
+                copied[key] = json_copy(item)
+        return copied
+    if cls is list:
+        return [item if item.__class__ in atoms else json_copy(item) for item in value]
+    if cls in atoms:
+        return value
     if isinstance(value, dict):
         return {key: json_copy(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -97,3 +97,41 @@ def test_conservation_check_catches_a_lost_record(tmp_path: Path) -> None:
     summary["counts"]["unmatched"] = 0
     with pytest.raises(ConservationError, match="read 2 records but accounted for 1"):
         check_conservation(summary, route)
+
+
+def test_per_batch_destination_gets_one_summary_standing_for_every_record(tmp_path: Path) -> None:
+    write_jsonl(
+        tmp_path / "in.jsonl", [{"id": n, "level": "error" if n % 2 else "info"} for n in range(7)]
+    )
+    route = load_route(
+        write_route(
+            tmp_path,
+            "alerts",
+            """
+            source: {type: file, path: in.jsonl}
+            rules:
+              - {name: errors, when: {path: $.level, eq: error}, to: [digest, all_errors]}
+            destinations:
+              digest: {type: file, path: out/digest.jsonl, per: batch, sample_size: 2}
+              all_errors: {type: file, path: out/errors.jsonl}
+            """,
+        )
+    )
+    context = RunContext(route="alerts", run_id="run-1", route_file=route.file)
+    staging = StagingArea(f"file://{tmp_path / 'staging'}", "alerts", "run-1")
+    routing = route_records(route, context, staging, extract(route, context, staging))
+    deliveries = {
+        name: deliver(route, name, context, routing["partitions"][name])
+        for name in wanted_destinations(route, routing["partitions"])
+    }
+    summary = summarize(route, "run-1", routing, deliveries)
+    assert read_jsonl(tmp_path / "out" / "digest.jsonl") == [
+        {"count": 3, "records": [{"id": 1, "level": "error"}, {"id": 3, "level": "error"}]}
+    ]
+    assert len(read_jsonl(tmp_path / "out" / "errors.jsonl")) == 3
+    assert summary["counts"]["routed"] == {"digest": 3, "all_errors": 3}
+    assert summary["counts"]["destinations"] == {
+        "digest": 3,
+        "all_errors": 3,
+    }  # records, not messages
+    check_conservation(summary, route)

@@ -100,6 +100,19 @@ class ChunkWriter:
         self._in_chunk += 1
         self.count += 1
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Stage many lines from ``jsonable.dumps_line`` at once; same chunks as ``write_line``."""
+        chunk_size = self.chunk_size
+        start, total = 0, len(lines)
+        while start < total:
+            if self._in_chunk >= chunk_size or self._handle is None:
+                self._open_next()
+            end = min(total, start + max(1, chunk_size - self._in_chunk))
+            self._handle.write(b"".join(lines[start:end] if start or end < total else lines))
+            self._in_chunk += end - start
+            self.count += end - start
+            start = end
+
     def write_many(self, records: Iterable[Any]) -> None:
         for record in records:
             self.write(record)

@@ -40,6 +40,30 @@ def test_chunking_at_chunk_size(tmp_path: Path) -> None:
     assert [chunk["count"] for chunk in manifest["chunks"]] == [2, 1]
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7])
+def test_write_lines_chunks_exactly_like_write_line(tmp_path: Path, chunk_size: int) -> None:
+    from airflow_dataflow.jsonable import dumps_line
+
+    lines = [dumps_line({"n": n}) for n in range(10)]
+    one = StagingArea(f"file://{tmp_path}/a", "orders", RUN_ID, chunk_size=chunk_size)
+    many = StagingArea(f"file://{tmp_path}/b", "orders", RUN_ID, chunk_size=chunk_size)
+    with one.writer("x") as single, many.writer("x") as batched:
+        for line in lines:
+            single.write_line(line)
+        for batch in ([], lines[:1], lines[1:5], [], lines[5:]):
+            batched.write_lines(batch)
+        expected, got = single.close(), batched.close()
+    assert [c["count"] for c in got["chunks"]] == [c["count"] for c in expected["chunks"]]
+    assert got["count"] == expected["count"] == 10
+    assert [record for _, _, record in read_chunks(got)] == [{"n": n} for n in range(10)]
+
+
+def test_non_string_keys_are_staged_as_strings(tmp_path: Path) -> None:
+    from airflow_dataflow.jsonable import dumps_line
+
+    assert dumps_line({1: "a", "b": {2.5: None}}) == b'{"1":"a","b":{"2.5":null}}\n'
+
+
 def test_manifest_shape_and_chunk_files(tmp_path: Path) -> None:
     staging = area(tmp_path, chunk_size=2)
     manifest = stage(staging, [{"n": n} for n in range(5)])

@@ -5,10 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
+
 from airflow_dataflow import storage
 from airflow_dataflow.config import LoadedRoute
 from airflow_dataflow.context import RunContext
-from airflow_dataflow.jsonable import dumps, dumps_line, loads_line
+from airflow_dataflow.jsonable import (
+    _FAST_OPTIONS,
+    _SLOW_MARK,
+    dumps,
+    dumps_line,
+    json_default,
+    loads_line,
+)
 from airflow_dataflow.pipeline.kinds import DEAD_LETTER, make_destination
 from airflow_dataflow.pipeline.partitions import partition_writer, records_in
 from airflow_dataflow.routing import compile_router
@@ -51,61 +60,111 @@ def route_records(
     status = {"matched": 0, "unmatched": 0, "dead": 0}
     rule_counts = {name: 0 for name in router.rule_names}
     letter = _letter_factory(route, context)
+    buffers: dict[str, list[bytes]] = {}
     try:
         for _, lines in read_lines(extracted["malformed"]):
             for _, raw in lines:
                 dead.write_line(raw)
         route_one = router.route
-        line_sinks = {
-            name: writer.write_line
-            for name, writer in writers.items()
-            if isinstance(writer, ChunkWriter)
+        match = router.raw_match
+        # Lines per staged destination, written every _FLUSH_EVERY records in one call each
+        # (ChunkWriter.write_lines keeps the chunks exactly as one write_line per record).
+        buffers: dict[str, list[bytes]] = {
+            name: [] for name, writer in writers.items() if isinstance(writer, ChunkWriter)
         }
+        buffered = buffers.get
+        encode, options, decode = orjson.dumps, _FAST_OPTIONS, orjson.loads
+        pending = 0
         for uri, lines in read_lines(extracted["records"]):
             for line, raw in lines:
-                try:
-                    record = loads_line(raw)
-                except ValueError as exc:
-                    status["dead"] += 1
-                    reason = f"staged line is not valid JSON: {exc}"
-                    _write_letter(dead, letter(None, None, reason, f"{uri}:{line}", raw), raw)
-                    continue
-                routed = route_one(record, copies=False)
-                outputs = []
+                try:  # `loads_line`, with its common case inlined
+                    record = decode(raw) if raw[:1] != _SLOW_MARK else loads_line(raw)
+                except ValueError:
+                    try:
+                        record = loads_line(raw)
+                    except ValueError as exc:
+                        status["dead"] += 1
+                        reason = f"staged line is not valid JSON: {exc}"
+                        _write_letter(dead, letter(None, None, reason, f"{uri}:{line}", raw), raw)
+                        continue
+                failed: Any = True
+                if record.__class__ is dict:
+                    try:
+                        rules, deliveries, failed = match(record)
+                    except Exception:  # a pathological record: `route` handles it
+                        failed = True
+                if failed:
+                    routed = route_one(record, copies=False)
+                    rules, deliveries, letters = routed.rules, routed.deliveries, routed.dead
+                    state = routed.status
+                else:
+                    letters = None
+                    state = "matched" if rules else "unmatched"
+                others = None  # (write, output) for writers that take records
                 previous: Any = _NOTHING
+                whole: Any = None  # the record's own line, once it is needed
+                done = 0
                 try:
-                    for destination, output in routed.deliveries:
-                        sink = line_sinks.get(destination)
-                        if sink is None:  # a writer that takes records (not staged lines)
-                            outputs.append((writers[destination].write, output))
+                    for destination, output in deliveries:
+                        buffer = buffered(destination)
+                        if buffer is None:
+                            if others is None:
+                                others = []
+                            others.append((writers[destination].write, output))
                             continue
-                        if output is not previous:  # one object to several destinations
+                        if output is record:  # serialised once, however many rules take it
+                            if whole is None:
+                                try:
+                                    whole = encode(record, default=json_default, option=options)
+                                except TypeError:
+                                    whole = dumps_line(record)
+                            buffer.append(whole)
+                            done += 1
+                            continue
+                        if output is not previous:  # one output to several destinations
                             previous = output
-                            data = dumps_line(output)
-                        outputs.append((sink, data))
+                            try:
+                                data = encode(output, default=json_default, option=options)
+                            except TypeError:
+                                data = dumps_line(output)
+                        buffer.append(data)
+                        done += 1
                 except Exception as exc:  # TypeError, RecursionError, MemoryError
+                    for appended, _ in deliveries:  # take back this record's lines
+                        if done and (buffer := buffered(appended)) is not None:
+                            buffer.pop()
+                            done -= 1
                     status["dead"] += 1
                     reason = f"cannot serialise the output for {destination!r}: {failure(exc)}"
                     _write_letter(dead, letter(None, None, reason, f"{uri}:{line}", record), raw)
                     continue
-                status[routed.status] += 1
-                for name in routed.rules:
-                    rule_counts[name] += 1
-                for sink, data in outputs:
-                    sink(data)
-                for failed in routed.dead:
-                    entry = letter(
-                        failed.rule,
-                        failed.step,
-                        failed.error,
-                        f"{uri}:{line}",
-                        record,
-                        failed.step_kind,
-                    )
-                    _write_letter(dead, entry, raw)
+                status[state] += 1
+                count_rules(rule_counts, rules)
+                if others is not None:
+                    for write, output in others:
+                        write(output)
+                if letters:
+                    for failed in letters:
+                        entry = letter(
+                            failed.rule,
+                            failed.step,
+                            failed.error,
+                            f"{uri}:{line}",
+                            record,
+                            failed.step_kind,
+                        )
+                        _write_letter(dead, entry, raw)
+                pending += 1
+                if pending >= _FLUSH_EVERY:
+                    pending = 0
+                    _flush(writers, buffers)
+        _flush(writers, buffers)
     finally:
-        partitions = {name: writer.close() for name, writer in writers.items()}
-        dead_manifest = dead.close()
+        try:
+            _flush(writers, buffers)
+        finally:
+            partitions = {name: writer.close() for name, writer in writers.items()}
+            dead_manifest = dead.close()
     malformed = extracted["malformed"]["count"]
     counts = {
         "read": extracted["read"],
@@ -122,6 +181,24 @@ def route_records(
 
 
 _NOTHING = object()
+
+try:  # `Counter.update`'s C helper: counts[name] += 1 for each name, in one call
+    from collections import _count_elements as count_rules  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other interpreters
+
+    def count_rules(counts: dict[str, int], names: list[str]) -> None:
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+
+
+_FLUSH_EVERY = 256
+
+
+def _flush(writers: dict[str, Any], buffers: dict[str, list[bytes]]) -> None:
+    for name, buffer in buffers.items():
+        if buffer:
+            writers[name].write_lines(buffer)
+            buffer.clear()
 
 
 def _letter_factory(route: LoadedRoute, context: RunContext) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 from airflow_dataflow.routing.conditions import Combination, Leaf, Node
 from airflow_dataflow.routing.jsonpath import _FIELD, _parse_path, _simple_steps
 from airflow_dataflow.routing.transforms import TransformStepError
-from airflow_dataflow.routing.values import comparable_number, is_number
+from airflow_dataflow.routing.values import _ATOMS, _EXACT, comparable_number, is_number, json_copy
 
 MAX_INLINE_DEPTH = 32
 Match = Callable[[Any], tuple[list[str], list[tuple[str, Any]], list[Any] | None]]
@@ -60,6 +60,8 @@ class _Builder:
         self._names: dict[int, str] = {}
         self.parents: dict[tuple[str, ...], str] = {}
         self.numbers: dict[tuple[str, ...], str] = {}
+        self.values: dict[tuple[str, ...], str] = {}
+        self.eager_numbers = False  # parse numeric strings up front (every rule runs)
         self._counter = 0
 
     def bind(self, value: Any, prefix: str = "_k") -> str:
@@ -84,15 +86,27 @@ class _Builder:
             self.parents[names] = f"_p{len(self.parents)}"
         return self.parents[names]
 
+    def value(self, names: tuple[str, ...]) -> str:
+        """The local holding the value at `names` (non-empty), `_MISSING` when absent.
+
+        Looked up once per record at the top of the function (a `dict.get`, no side effects).
+        """
+        if names not in self.values:
+            self.parent(names[:-1])
+            self.values[names] = f"_a{len(self.values)}"
+        return self.values[names]
+
     def number(self, names: tuple[str, ...], v: str) -> str:
-        """`_number(v)` of the value at `names`, computed at most once per record."""
+        """`_number(v)` of the string value at `names`, computed at most once per record."""
         if names not in self.numbers:
             self.numbers[names] = f"_c{len(self.numbers)}"
         cache = self.numbers[names]
+        if self.eager_numbers and names in self.values:
+            return cache
         return f"({cache} if {cache} is not _UNSET else ({cache} := _number({v})))"
 
     def parent_lines(self, indent: str) -> list[str]:
-        lines = [f"{indent}{cache} = _UNSET" for cache in self.numbers.values()]
+        lines = []
         for names, local in self.parents.items():  # parents come before their children
             above = self.parent(names[:-1])
             key = self.bind(names[-1])
@@ -101,6 +115,26 @@ class _Builder:
                 f"{indent}if {local}.__class__ is not dict and not isinstance({local}, dict):"
             )
             lines.append(f"{indent}    {local} = _EMPTY")
+        for names, local in self.values.items():
+            above = self.parent(names[:-1])
+            lines.append(f"{indent}{local} = {above}.get({self.bind(names[-1])}, _MISSING)")
+        for names, cache in self.numbers.items():
+            value = self.values.get(names)
+            if not (self.eager_numbers and value):
+                lines.append(f"{indent}{cache} = _UNSET")
+                continue
+            # comparable_number(value) inlined, for a string value (only then is it read)
+            lines += [
+                f"{indent}if {value}.__class__ is str:",
+                f"{indent}    try:",
+                f"{indent}        {cache} = float({value})",
+                f"{indent}    except ValueError:",
+                f"{indent}        {cache} = None",
+                f"{indent}    else:",
+                f"{indent}        if not (-_EXACT < {cache} < _EXACT and {value}.isascii()"
+                f" and '_' not in {value}):",
+                f"{indent}            {cache} = _number({value})",
+            ]
         return lines
 
     # ------------------------------------------------------------------ conditions
@@ -130,13 +164,8 @@ class _Builder:
         if not names:
             value = self.temp()
             return f"(({value} := r) is r and {self.value_test(leaf, value, names)})"
-        container = self.parent(names[:-1])
-        key = self.bind(names[-1])
-        value = self.temp()
-        return (
-            f"(({value} := {container}.get({key}, _MISSING)) is not _MISSING"
-            f" and {self.value_test(leaf, value, names)})"
-        )
+        value = self.value(names)
+        return f"({value} is not _MISSING and {self.value_test(leaf, value, names)})"
 
     def value_test(self, leaf: Leaf, v: str, names: tuple[str, ...]) -> str:
         """An expression testing the local `v` like `leaf.test(v)` does."""
@@ -151,11 +180,16 @@ class _Builder:
             elif is_number(expected):
                 number = self.bind(expected)
                 equal = f"((_n := {self.number(names, v)}) is not None and _n == {number})"
+                if self.eager_numbers and names in self.values:
+                    equal = f"({self.number(names, v)} == {number})"  # None == n is False
                 fast = equal if op == "eq" else f"not {equal}"
         elif op in ("gt", "gte", "lt", "lte"):
             symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
             bound = self.bind(expected)
-            if is_number(expected):
+            if is_number(expected) and self.eager_numbers and names in self.values:
+                number = self.number(names, v)
+                fast = f"({number} is not None and {number} {symbol} {bound})"
+            elif is_number(expected):
                 fast = f"((_n := {self.number(names, v)}) is not None and _n {symbol} {bound})"
             else:
                 fast = f"{v} {symbol} {bound}"
@@ -180,6 +214,7 @@ def build_match(rules: Sequence[Any], *, first: bool, unmatched: Sequence[str]) 
     steps) and `to`. The record must be a dict (the caller checks).
     """
     builder = _Builder()
+    builder.eager_numbers = not first
     body: list[str] = []
     for rule in rules:
         condition = "True" if rule.node is None else builder.condition(rule.node)
@@ -190,9 +225,14 @@ def build_match(rules: Sequence[Any], *, first: bool, unmatched: Sequence[str]) 
             for destination in rule.to:
                 body.append(f"        deliveries.append(({builder.bind(destination)}, r))")
         else:
-            transform = builder.bind(rule.transform, "_transform")
+            inline = None
+            if getattr(rule.transform, "steps", None) is not None:
+                inline = _select_cast_lines(builder, rule.transform.steps, "            ", True)
             body.append("        try:")
-            body.append(f"            out = {transform}(r)")
+            if inline is not None:
+                body.extend(inline)
+            else:
+                body.append(f"            out = {builder.bind(rule.transform, '_transform')}(r)")
             body.append("        except _TransformStepError as exc:")
             body.append("            if dead is None:")
             body.append("                dead = []")
@@ -213,6 +253,9 @@ def build_match(rules: Sequence[Any], *, first: bool, unmatched: Sequence[str]) 
         _EMPTY={},
         _MISSING=object(),
         _UNSET=object(),
+        _EXACT=_EXACT,
+        _ATOMS=_ATOMS,
+        _json_copy=json_copy,
         _number=comparable_number,
         _TransformStepError=TransformStepError,
     )
@@ -222,62 +265,118 @@ def build_match(rules: Sequence[Any], *, first: bool, unmatched: Sequence[str]) 
     return match
 
 
-def build_select_cast(steps: Any) -> Callable[[Any], Any] | None:
-    """A generated transform for the common `select` (+ `cast` steps) shape, else None.
+def _select_cast_lines(
+    builder: _Builder, steps: Any, indent: str, hoisted: bool
+) -> list[str] | None:
+    """Statements setting `out` as `steps` (select + casts) on the record `r`, else None.
 
-    Only when the first step is a `select` of simple field paths into undotted names and every
-    later step is a `cast` of undotted names: the result is then built as one dict display.
-    Same results and errors as `compile_transforms(steps)` (which validated the steps).
+    They raise `_TransformStepError` like `compile_transforms(steps)`. `hoisted`: inside the
+    generated `match`, where values the conditions read are already locals (`_MISSING` when
+    absent) and parent objects are looked up at the top; else parent lookups come first here.
     """
     from airflow_dataflow.routing.casts import CASTS
-    from airflow_dataflow.routing.values import _ATOMS, json_copy
 
     if not isinstance(steps, (list, tuple)) or not steps:
         return None
     kinds = [next(iter(step)) for step in steps]
     if kinds[0] != "select" or any(kind != "cast" for kind in kinds[1:]):
         return None
-    builder = _Builder()
     items = []
     for name, path in steps[0]["select"].items():
         names = field_names(path) if isinstance(path, str) else None
         if names is None or not isinstance(name, str) or "." in name:
             return None
-        value = f"{builder.parent(names[:-1])}.get({builder.bind(names[-1])})" if names else "r"
         item = builder.temp()
-        copied = f"({item} if ({item} := {value}).__class__ in _ATOMS else _json_copy({item}))"
+        if hoisted and names in builder.values:
+            local = builder.values[names]
+            copied = (
+                f"({local} if {local}.__class__ in _ATOMS"
+                f" else None if {local} is _MISSING else _json_copy({local}))"
+            )
+        else:
+            value = f"{builder.parent(names[:-1])}.get({builder.bind(names[-1])})" if names else "r"
+            copied = f"({item} if ({item} := {value}).__class__ in _ATOMS else _json_copy({item}))"
         items.append(f"{builder.bind(name)}: {copied}")
-    lines = ["def transform(r):", "    try:", *builder.parent_lines("        ")]
-    lines += [f"        out = {{{', '.join(items)}}}", "    except Exception as exc:"]
-    lines += ["        raise _TransformStepError(0, 'select', str(exc)) from exc"]
+    lines = [f"{indent}try:"]
+    if not hoisted:
+        lines += builder.parent_lines(indent + "    ")
+    lines += [f"{indent}    out = {{{', '.join(items)}}}", f"{indent}except Exception as exc:"]
+    lines += [f"{indent}    raise _TransformStepError(0, 'select', str(exc)) from exc"]
     for index, step in enumerate(steps[1:], start=1):
-        lines.append("    try:")
+        casts = [f"{indent}try:"]
         for name, type_name in step["cast"].items():
             if not isinstance(name, str) or "." in name:
                 return None
             key, convert = builder.bind(name), builder.bind(CASTS[type_name], "_cast")
             prefix = builder.bind(f"cast {name} to {type_name}: ")
-            lines += [
-                f"        value = out.get({key}, _MISSING)",
-                "        if value is not _MISSING:",
-                "            try:",
-                f"                out[{key}] = {convert}(value)",
-                "            except ValueError as exc:",
-                f"                raise ValueError({prefix} + str(exc)) from exc",
+            cast = [f"value = out.get({key}, _MISSING)", "if value is not _MISSING:"]
+            fallback = [
+                "try:",
+                f"    out[{key}] = {convert}(value)",
+                "except ValueError as exc:",
+                f"    raise ValueError({prefix} + str(exc)) from exc",
             ]
-        lines += ["    except Exception as exc:"]
-        lines += [f"        raise _TransformStepError({index}, 'cast', str(exc)) from exc"]
-    lines.append("    return out")
+            if type_name == "float":  # to_float's common case inlined: a plain numeric string
+                cast += [
+                    "    number = _MISSING",
+                    "    if value.__class__ is str:",
+                    "        try:",
+                    "            number = float(value)",
+                    "        except ValueError:",
+                    "            number = _MISSING",
+                    "        else:",
+                    "            if not (-_EXACT < number < _EXACT and value.isascii()"
+                    " and '_' not in value):",
+                    "                number = _MISSING",
+                    "    if number is not _MISSING:",
+                    f"        out[{key}] = number",
+                    "    else:",
+                    *("        " + line for line in fallback),
+                ]
+            elif type_name == "int":  # to_int's common case inlined: a plain digit string
+                cast += [
+                    "    if value.__class__ is str and value.isascii() and value.isdigit()"
+                    " and len(value) < 4000:",
+                    f"        out[{key}] = int(value)",
+                    "    else:",
+                    *("        " + line for line in fallback),
+                ]
+            else:
+                cast += ["    " + line for line in fallback]
+            casts += [f"{indent}    {line}" for line in cast]
+        lines += casts
+        lines += [f"{indent}except Exception as exc:"]
+        lines += [f"{indent}    raise _TransformStepError({index}, 'cast', str(exc)) from exc"]
+    return lines
+
+
+def build_select_cast(steps: Any) -> Callable[[Any], Any] | None:
+    """A generated transform for the common `select` (+ `cast` steps) shape, else None.
+
+    Only when the first step is a `select` of simple field paths into undotted names and every
+    later step is a `cast` of undotted names: the result is then built as one dict display.
+    Same results and errors as `compile_transforms(steps)` (which validated the steps).
+    The function's `steps` attribute lets `build_match` inline it into the matcher.
+    """
+    from airflow_dataflow.routing.values import _ATOMS, json_copy
+
+    builder = _Builder()
+    body = _select_cast_lines(builder, steps, "    ", hoisted=False)
+    if body is None:
+        return None
+    lines = ["def transform(r):", *body, "    return out"]
     source = "\n".join(lines) + "\n"
     namespace = builder.namespace
     namespace.update(
         _EMPTY={},
         _MISSING=object(),
         _ATOMS=_ATOMS,
+        _EXACT=_EXACT,
         _json_copy=json_copy,
         _TransformStepError=TransformStepError,
     )
     exec(compile(source, "<dataflow transform>", "exec"), namespace)
     transform = namespace["transform"]
     transform.source = source
+    transform.steps = steps
     return transform

@@ -147,6 +147,17 @@ class Router:
         """
         return self._route(record, copies)
 
+    @property
+    def raw_match(self) -> Callable[[Any], RawResult]:
+        """The bare matcher behind `route` for hot loops: `(rules, deliveries, failed)`.
+
+        Only for a `dict` record; deliveries are uncopied (as with `copies=False`). It may
+        raise on a pathological record, and `failed` lists per-rule failures in an internal
+        form: when it raises or `failed` is non-empty, call `route(record, copies=False)`
+        instead, which gives the same outcome as a `Routed` (and never raises).
+        """
+        return self._match
+
     def route_many(self, records: Iterable[Any], *, copies: bool = True) -> Iterator[Routed]:
         """`route` over many records, lazily; one `Routed` per record, in order.
 

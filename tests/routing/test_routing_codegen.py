@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -233,3 +234,58 @@ def test_route_phase_dead_letters_bad_lines_and_unserialisable_records(tmp_path:
     assert letters[0]["record"] == '{"n": 2, broken'
     out = [entry for _, _, entry in read_chunks(result["partitions"]["out"])]
     assert out == [{"n": 1}, {"n": 4}]
+
+
+def test_route_phase_takes_back_the_lines_of_a_record_it_cannot_serialise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_dataflow.config import load_route
+    from airflow_dataflow.context import RunContext
+    from airflow_dataflow.pipeline import route as route_module
+    from airflow_dataflow.staging import StagingArea, read_chunks
+    from tests.support.routes import write_route
+
+    route = load_route(
+        write_route(
+            tmp_path,
+            "r",
+            """
+            source: {type: file, path: in.jsonl}
+            rules:
+              - {name: all, to: [a, b]}
+              - {name: pick, priority: 1, transform: [{select: {n: $.n}}], to: [c]}
+            destinations:
+              a: {type: file, path: a.jsonl}
+              b: {type: file, path: b.jsonl}
+              c: {type: file, path: c.jsonl}
+            """,
+        )
+    )
+    real_dumps_line = route_module.dumps_line
+
+    def refuse_bad(output: object, **kwargs: object) -> bytes:
+        if isinstance(output, dict) and output.get("bad") is None and "bad" not in output:
+            return real_dumps_line(output)
+        raise TypeError("refused")
+
+    class FakeOrjson:
+        dumps = staticmethod(refuse_bad)
+        loads = staticmethod(route_module.orjson.loads)
+
+    # the selected output {n} serialises, the whole record {n, bad} (for a and b) does not
+    monkeypatch.setattr(route_module, "orjson", FakeOrjson)
+    monkeypatch.setattr(route_module, "dumps_line", refuse_bad)
+    context = RunContext(route="r", run_id="run", route_file=route.file)
+    staging = StagingArea(f"file://{tmp_path / 'staging'}", "r", "run", chunk_size=10)
+    with staging.writer("extract") as writer, staging.writer("malformed") as malformed:
+        writer.write_many([{"n": 1}, {"n": 2, "bad": True}, {"n": 3}])
+        extracted = {"records": writer.close(), "malformed": malformed.close(), "read": 3}
+    result = route_module.route_records(route, context, staging, extracted)
+    counts = result["counts"]
+    assert (counts["matched"], counts["dead_lettered"]) == (2, 1)
+    assert counts["rules"] == {"all": 2, "pick": 2}
+    for name in ("a", "b"):
+        assert [r for _, _, r in read_chunks(result["partitions"][name])] == [{"n": 1}, {"n": 3}]
+    assert [r for _, _, r in read_chunks(result["partitions"]["c"])] == [{"n": 1}, {"n": 3}]
+    letters = [e for _, _, e in read_chunks({"chunks": [{"uri": result["dead_letters"]}]})]
+    assert len(letters) == 1 and "cannot serialise the output for 'a'" in letters[0]["error"]

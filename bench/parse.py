@@ -11,7 +11,6 @@ import argparse
 import compileall
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -285,21 +284,9 @@ def measure(
 
 
 def machine() -> str:
-    import importlib.metadata as metadata
+    from machine_info import describe  # bench/ is on sys.path when a bench script runs
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, apache-airflow {metadata.version('apache-airflow')}, "
-        f"dag-factory {metadata.version('dag-factory')}"
-    )
+    return describe("apache-airflow", "dag-factory")
 
 
 def render(

@@ -19,7 +19,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -327,20 +326,9 @@ def timed(function: Any, records: list[dict[str, Any]]) -> float:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import orjson
+    from machine_info import describe  # bench/ is on sys.path when a bench script runs
 
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, orjson {orjson.__version__}"
-    )
+    return describe("orjson")
 
 
 def run(args: argparse.Namespace) -> str:

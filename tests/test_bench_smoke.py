@@ -1,4 +1,4 @@
-"""The parse-time benchmark still runs (1 and 2 routes, one cold process per cell)."""
+"""The benchmarks still run (tiny sizes): parse time, and routing throughput."""
 
 from __future__ import annotations
 
@@ -25,3 +25,23 @@ def test_parse_benchmark_runs_and_writes_its_table(tmp_path: Path) -> None:
     assert "DAG id from a `route:` key" in done.stdout
     text = out.read_text()
     assert "STALE" not in text and "| 2 |" in text and text.endswith("Tail.\n")
+
+
+def test_routing_benchmark_runs_and_agrees_with_the_naive_baseline() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "routing.py"),
+            "--records",
+            "3000",
+            "--naive-records",
+            "500",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(b) `route_records`" in done.stdout
+    assert "naive baseline agrees with the router" in done.stdout

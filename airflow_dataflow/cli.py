@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -71,7 +72,34 @@ def _parser() -> argparse.ArgumentParser:
     test_route.add_argument("--explain", action="store_true", help="show each rule's decision")
     test_route.add_argument("--json", action="store_true", help="(output is JSON lines already)")
     test_route.set_defaults(handler=cmd_test_route)
+    database = commands.add_parser("db", help="the state store: upgrade, status")
+    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for action, help_text in (
+        ("upgrade", "apply the state-store migrations (idempotent)"),
+        ("status", "show the state store's revision"),
+    ):
+        sub = database_commands.add_parser(action, help=help_text)
+        sub.add_argument("--json", action="store_true", help="one JSON object")
+        sub.set_defaults(handler=cmd_db)
     return parser
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from airflow_dataflow.state.migrate import state_engine, status, upgrade
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # our own lines say what happened
+    engine = state_engine()
+    before = status(engine)
+    after = upgrade(engine) if args.db_command == "upgrade" else before
+    if args.json:
+        print(json.dumps({**after.to_dict(), "previous": before.current}))
+    else:
+        print(f"state store {after.location}")
+        if args.db_command == "upgrade" and before.current != after.current:
+            print(f"  upgraded from {before.current or 'empty'} to {after.current}")
+        print(f"  revision {after.current or 'none (empty)'}, head {after.head}: ", end="")
+        print("up to date" if after.up_to_date else "run `airflow-dataflow db upgrade`")
+    return 0 if args.db_command == "upgrade" or after.up_to_date else 1
 
 
 def _print_issues(issues: Sequence[ConfigIssue], *, as_json: bool) -> None:

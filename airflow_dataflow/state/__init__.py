@@ -1,0 +1,1 @@
+"""The package's own state: sync cursors, delivery ledger, dead letters, run summaries."""

@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     test_route.add_argument("--explain", action="store_true", help="show each rule's decision")
     test_route.add_argument("--json", action="store_true", help="(output is JSON lines already)")
     test_route.set_defaults(handler=cmd_test_route)
+    runs = commands.add_parser("runs", help="a route's recent runs from the state store")
+    runs.add_argument(
+        "route", metavar="ROUTE", help="route id (under the dags folder) or route file"
+    )
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+    runs.set_defaults(handler=cmd_runs)
+
     database = commands.add_parser("db", help="the state store: upgrade, status")
     database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for action, help_text in (
@@ -82,6 +90,38 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="one JSON object")
         sub.set_defaults(handler=cmd_db)
     return parser
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from airflow_dataflow.state.store import StateStore
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    route_id = resolve_route_id(args.route)
+    runs = StateStore.open().recent_runs(route_id, limit=args.limit)
+    for run in runs:
+        if args.json:
+            print(json.dumps(run))
+            continue
+        counts = run["counts"]
+        duration = f"{run['duration_seconds']:.1f}s" if run["duration_seconds"] is not None else "?"
+        print(f"{run['finished_at']}  {run['state']:<8} {duration:>8}  {run['run_id']}")
+        print(
+            f"    read {counts['read']}, matched {counts['matched']}, unmatched {counts['unmatched']}, "
+            f"dead-lettered {counts['dead_lettered']}"
+        )
+        rules = ", ".join(f"{name} {count}" for name, count in counts["rules"].items())
+        delivered = ", ".join(f"{name} {count}" for name, count in counts["destinations"].items())
+        print(f"    rules: {rules or '-'}; delivered: {delivered or '-'}")
+    if not runs and not args.json:
+        print(f"no recorded runs of route {route_id!r}", file=sys.stderr)
+    return 0
+
+
+def resolve_route_id(route: str) -> str:
+    """A route id as given, or the id of the route file ``route`` names."""
+    if route.endswith(".yaml") or os.path.sep in route:
+        return load_route(route, root=_root_for(route)).route_id
+    return route
 
 
 def cmd_db(args: argparse.Namespace) -> int:

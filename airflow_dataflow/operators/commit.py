@@ -28,6 +28,24 @@ class CommitOperator(RouteOperator):
             ti.xcom_push(key=SUMMARY_KEY, value=summary)
             check_conservation(summary, self.route)
             self.staging(context).clean()
+            self.record(context, summary)
             check_dead_letters(summary, self.route)
         self.log.info("run summary: %s", summary["counts"])
         return summary
+
+    def record(self, context: Any, summary: dict[str, Any]) -> None:
+        """Keep the summary in the state store (``airflow-dataflow runs`` reads it)."""
+        from airflow_dataflow.state.store import StateStore
+
+        dead_letters_fail = (
+            summary["counts"]["dead_lettered"] and self.route.config.on_dead_letter == "fail"
+        )
+        dag_run = context.get("dag_run")
+        StateStore.open().save_run_summary(
+            route=self.route_id,
+            run_id=context["run_id"],
+            state="failed" if dead_letters_fail else "success",
+            counts=summary["counts"],
+            warnings=summary["warnings"],
+            started_at=getattr(dag_run, "start_date", None),
+        )

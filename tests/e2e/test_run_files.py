@@ -120,6 +120,13 @@ def test_file_source_to_file_and_sqlite_destinations(
     assert again["run_id"] != summary["run_id"]
     assert again["counts"]["rules"] == {"big": 1, "eu": 3}
     assert read_jsonl(big_file) == [{"id": 5, "amount": 999}]
+
+    # Both runs are in the state store, newest first.
+    runs = dataflow("runs", str(route), "--json")
+    assert runs.returncode == 0, runs.output[-3000:]
+    recorded = [json.loads(line) for line in runs.stdout.splitlines() if line.startswith("{")]
+    assert [run["run_id"] for run in recorded] == [again["run_id"], summary["run_id"]]
+    assert recorded[0]["state"] == "success" and recorded[0]["counts"] == again["counts"]
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT count(*) FROM eu_orders").fetchone() == (3,)
 

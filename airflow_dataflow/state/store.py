@@ -1,0 +1,106 @@
+"""Reading and writing the state store. Run summaries now; cursors and the ledger build on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_dataflow.state.migrate import (
+    StateStoreError,
+    default_state_url,
+    state_engine,
+    status,
+    upgrade,
+)
+from airflow_dataflow.state.schema import run_summaries
+
+
+class StateStore:
+    """The package's state behind one engine. Use ``StateStore.open()`` in tasks and commands."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls) -> StateStore:
+        """The configured store, ready to use.
+
+        The default SQLite store is migrated on first use; a configured store (connection
+        ``dataflow_state``) must be migrated by its operators with ``airflow-dataflow db upgrade``.
+        """
+        engine = state_engine()
+        revision = status(engine)
+        if not revision.up_to_date:
+            if engine.url.render_as_string(hide_password=False) != default_state_url():
+                raise StateStoreError(
+                    f"the state store {revision.location} is at revision {revision.current or 'none'}, "
+                    f"this package needs {revision.head}: run `airflow-dataflow db upgrade`"
+                )
+            upgrade(engine)
+        return cls(engine)
+
+    def save_run_summary(
+        self,
+        *,
+        route: str,
+        run_id: str,
+        state: str,
+        counts: Mapping[str, Any],
+        warnings: list[str],
+        started_at: datetime | None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        """Record (or replace, on a retried commit) the summary of one run."""
+        values = {
+            "state": state,
+            "counts": dict(counts),
+            "warnings": list(warnings),
+            "started_at": started_at,
+            "finished_at": finished_at or datetime.now(timezone.utc),
+        }
+        key = (run_summaries.c.route == route) & (run_summaries.c.run_id == run_id)
+        with self.engine.begin() as connection:
+            if (
+                connection.execute(sa.update(run_summaries).where(key).values(**values)).rowcount
+                == 0
+            ):
+                connection.execute(
+                    sa.insert(run_summaries).values(route=route, run_id=run_id, **values)
+                )
+
+    def recent_runs(self, route: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The route's latest run summaries, newest first."""
+        query = (
+            sa.select(run_summaries)
+            .where(run_summaries.c.route == route)
+            .order_by(run_summaries.c.finished_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [_summary_row(row._mapping) for row in connection.execute(query)]
+
+
+def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    started, finished = _aware(row["started_at"]), _aware(row["finished_at"])
+    return {
+        "route": row["route"],
+        "run_id": row["run_id"],
+        "state": row["state"],
+        "counts": row["counts"],
+        "warnings": row["warnings"] or [],
+        "started_at": started.isoformat() if started else None,
+        "finished_at": finished.isoformat() if finished else None,
+        "duration_seconds": round((finished - started).total_seconds(), 3)
+        if started and finished
+        else None,
+    }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value

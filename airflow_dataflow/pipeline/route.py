@@ -242,10 +242,14 @@ def _write_letter(dead: ChunkWriter, entry: dict[str, Any], raw: bytes) -> None:
 def store_dead_letters(
     route: LoadedRoute, context: RunContext, staging: StagingArea, manifest: dict[str, Any]
 ) -> str | None:
-    """Deliver dead letters to the route's ``dead_letter`` destination, else keep them in staging."""
+    """Keep dead letters in the state store, and deliver them to the route's ``dead_letter``
+    destination, else keep them in staging as a file."""
     if not manifest["count"]:
         return None
     batches = StagedBatches(manifest)
+    from airflow_dataflow.state.store import StateStore
+
+    StateStore.open().add_dead_letters(batches)  # where `dead-letters` commands find them
     if route.config.dead_letter is not None:
         result = make_destination(route, DEAD_LETTER, context).deliver(batches)
         return ", ".join(result.locations)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +15,7 @@ from airflow_dataflow.state.migrate import (
     status,
     upgrade,
 )
-from airflow_dataflow.state.schema import run_summaries
+from airflow_dataflow.state.schema import dead_letters, run_summaries
 
 
 class StateStore:
@@ -71,6 +71,39 @@ class StateStore:
                     sa.insert(run_summaries).values(route=route, run_id=run_id, **values)
                 )
 
+    def add_dead_letters(self, entries: Iterable[list[Mapping[str, Any]]]) -> int:
+        """Keep dead letters (batches of staged entries) in the store; returns how many.
+
+        Re-adding a run's dead letters (a retried route task) replaces that run's earlier ones.
+        """
+        now = datetime.now(timezone.utc)
+        added = 0
+        with self.engine.begin() as connection:
+            cleared: set[tuple[str, str]] = set()
+            for batch in entries:
+                rows = [_dead_letter_row(entry, now) for entry in batch]
+                for key in {(row["route"], row["run_id"]) for row in rows} - cleared:
+                    connection.execute(
+                        sa.delete(dead_letters).where(
+                            (dead_letters.c.route == key[0]) & (dead_letters.c.run_id == key[1])
+                        )
+                    )
+                    cleared.add(key)
+                if rows:
+                    connection.execute(sa.insert(dead_letters), rows)
+                    added += len(rows)
+        return added
+
+    def dead_letters(self, route: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The route's dead letters (of one run when ``run_id`` is given), oldest first."""
+        query = (
+            sa.select(dead_letters).where(dead_letters.c.route == route).order_by(dead_letters.c.id)
+        )
+        if run_id is not None:
+            query = query.where(dead_letters.c.run_id == run_id)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
     def recent_runs(self, route: str, limit: int = 20) -> list[dict[str, Any]]:
         """The route's latest run summaries, newest first."""
         query = (
@@ -81,6 +114,20 @@ class StateStore:
         )
         with self.engine.connect() as connection:
             return [_summary_row(row._mapping) for row in connection.execute(query)]
+
+
+def _dead_letter_row(entry: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "route": entry["route"],
+        "run_id": entry["run_id"],
+        "rule": entry.get("rule"),
+        "destination": entry.get("destination"),
+        "step": entry.get("step"),
+        "reason": entry.get("error") or "",
+        "position": entry.get("position"),
+        "record": entry.get("record"),
+        "created_at": now,
+    }
 
 
 def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -135,3 +135,23 @@ def test_per_batch_destination_gets_one_summary_standing_for_every_record(tmp_pa
         "all_errors": 3,
     }  # records, not messages
     check_conservation(summary, route)
+
+
+def test_dead_letters_are_kept_in_the_state_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_dataflow.state.store import StateStore
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AIRFLOW_CONN_DATAFLOW_STATE", raising=False)
+    _run(tmp_path, [{"amount": 500}, {"amount": "150.7"}, [1, 2]])
+    _run(
+        tmp_path, [{"amount": 500}, {"amount": "150.7"}, [1, 2]]
+    )  # a retry replaces, never doubles
+    letters = StateStore.open().dead_letters("orders", run_id="run-1")
+    assert [(letter["rule"], letter["step"], letter["record"]) for letter in letters] == [
+        ("big", 0, {"amount": "150.7"}),
+        (None, None, [1, 2]),
+    ]
+    assert "cast amount to int" in letters[0]["reason"]
+    assert letters[1]["position"].endswith("extract-00001.jsonl:1")  # chunks of 2 records

@@ -7,17 +7,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from airflow_dataflow.config import LoadedRoute
-from airflow_dataflow.config.models import ParamSpec
 from airflow_dataflow.context import RunContext
 from airflow_dataflow.pipeline.route import compile_route, rules_as_data
 from airflow_dataflow.routing.explain import Explainer
-
-
-def default_params(route: LoadedRoute) -> dict[str, Any]:
-    return {
-        name: spec.default if isinstance(spec, ParamSpec) else spec
-        for name, spec in route.config.params.items()
-    }
 
 
 def dry_run(
@@ -33,7 +25,7 @@ def dry_run(
     matched, the leaf condition that decided it (with the values its path selected), every leaf
     evaluated, and the rule's transformed output (see `routing.explain`).
     """
-    params = {**default_params(route), **(conf or {})}
+    params = {**route.config.param_defaults(), **(conf or {})}
     context = RunContext(
         route=route.route_id, run_id="test-route", params=params, route_file=route.file
     )

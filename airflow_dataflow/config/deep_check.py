@@ -14,7 +14,6 @@ from jinja2 import UndefinedError
 
 from airflow_dataflow.config.issues import suggest
 from airflow_dataflow.config.loader import LoadedRoute
-from airflow_dataflow.config.models import ParamSpec
 from airflow_dataflow.errors import ConfigIssue
 
 _MISSING_PARAM = re.compile(r"has no attribute '(\w+)'")
@@ -25,11 +24,7 @@ def check_rules(route: LoadedRoute) -> list[ConfigIssue]:
     from airflow_dataflow.routing import compile_router
 
     config = route.config
-    defaults = {
-        name: spec.default if isinstance(spec, ParamSpec) else spec
-        for name, spec in config.params.items()
-        if not (isinstance(spec, ParamSpec) and spec.default is None)
-    }
+    defaults = config.param_defaults(with_value_only=True)
     without_default = set(config.params) - set(defaults)
     variables = {
         "params": defaults,

@@ -274,6 +274,14 @@ class RouteBase(Strict):
             for name, spec in value.items()
         }
 
+    def param_defaults(self, *, with_value_only: bool = False) -> dict[str, Any]:
+        """Each param's default (``with_value_only``: leave out typed params without one)."""
+        return {
+            name: spec.default if isinstance(spec, ParamSpec) else spec
+            for name, spec in self.params.items()
+            if not (with_value_only and isinstance(spec, ParamSpec) and spec.default is None)
+        }
+
 
 def _is_param_spec(value: Any) -> bool:
     return isinstance(value, dict) and ("default" in value or "type" in value)

@@ -204,3 +204,31 @@ class StagedBatches:
                 batch = []
         if batch:
             yield batch
+
+
+def staged_batches_with_lines(
+    manifest: dict[str, Any], batch_size: int
+) -> Iterator[tuple[list[bytes], list[Any]]]:
+    """The manifest's records in batches of ``batch_size``, each with its raw staged lines.
+
+    The raw lines are what batch keys hash (no re-serialising); a line that does not decode
+    raises StagedLineError.
+    """
+    lines: list[bytes] = []
+    records: list[Any] = []
+    for uri, numbered in read_lines(manifest):
+        for line_number, raw in numbered:
+            lines.append(raw)
+            records.append(decode_line(uri, line_number, raw))
+            if len(records) >= batch_size:
+                yield lines, records
+                lines, records = [], []
+    if records:
+        yield lines, records
+
+
+def staged_lines(manifest: dict[str, Any]) -> Iterator[bytes]:
+    """Every raw staged line of the manifest, in order."""
+    for _, numbered in read_lines(manifest):
+        for _, raw in numbered:
+            yield raw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,11 +36,49 @@ class DeliveryResult:
     locations: list[str] = field(default_factory=list)
 
 
+Batch = list[dict[str, Any]]
+
+
+class BatchSender:
+    """Sends a delivery batch by batch, so the delivery ledger can skip batches already sent.
+
+    ``send`` delivers one batch (``offset``: how many records of the delivery precede it, for
+    error messages naming a record); ``key`` (the batch's ledger key, from route, destination,
+    target and content) and ``token`` (this attempt) let a destination deduplicate natively
+    (a marker row in the same transaction, an ``Idempotency-Key`` header, an object name).
+    ``received`` answers, for a batch whose previous attempt ended without a known outcome
+    (the process died), whether that attempt (``token``) arrived; ``False`` when it cannot tell,
+    and the batch is sent again.
+    """
+
+    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> None:
+        raise NotImplementedError
+
+    def received(self, key: str, token: str) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Release connections; called once, after the last batch or a failure."""
+
+    def __enter__(self) -> BatchSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class Destination:
     """Delivers records. Subclasses set ``settings_model`` and implement ``deliver``.
 
     ``deliver`` receives the destination's records as an iterable of batches (lists of dicts),
-    streamed from staging, and returns a ``DeliveryResult``.
+    streamed from staging, and returns a ``DeliveryResult``: the whole delivery is one unit
+    for the ledger (right for destinations that rewrite one file or table whole). A destination
+    that can take batches one at a time also implements ``open_batches``.
     """
 
     settings_model: ClassVar[type[DestinationSettings]]
@@ -49,5 +88,16 @@ class Destination:
         self.settings = settings
         self.context = context
 
-    def deliver(self, batches: Iterable[list[dict[str, Any]]]) -> DeliveryResult:
+    def deliver(self, batches: Iterable[Batch]) -> DeliveryResult:
         raise NotImplementedError
+
+    def target(self) -> str:
+        """Where this delivery writes (a rendered path, a table): part of every batch key."""
+        return ""
+
+    def open_batches(self, batches: Iterable[Batch]) -> BatchSender | None:
+        """A sender for batch-by-batch delivery of ``batches``, or ``None`` to use ``deliver``.
+
+        ``batches`` is re-iterable (staging), for destinations that need a first pass.
+        """
+        return None

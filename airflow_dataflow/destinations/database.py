@@ -5,16 +5,21 @@
   columns, so MySQL can index them), dict/list → TEXT holding JSON, only nulls → TEXT;
   ``columns`` overrides per column (``json`` → the dialect's JSON type, ``datetime`` →
   TIMESTAMP, stored in UTC). ``key`` columns are the primary key. The table is created before
-  the delivery's transaction (MySQL commits DDL implicitly), so a failed delivery can leave it
-  behind, empty, for the retry.
+  any transaction (MySQL commits DDL implicitly), so a failed delivery can leave it behind,
+  empty, for the retry.
 - A record field the table has no column for is an error (the table is never altered). A
   field missing from a record is not written: the column's default on insert, unchanged on upsert.
-- Every mode writes the whole delivery in ONE transaction, executed in statements of
-  ``batch_size`` records: any failure rolls everything back, so a retried task never writes a
-  record twice (DESIGN.md, "Data flow" step 3). ``insert``: plain INSERTs. ``upsert``: the
-  dialect's ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE`` on ``key`` (records sharing a
-  key within a batch merge, the later fields winning). ``replace``: deletes every row, then
-  inserts the records; a delivery without records changes nothing.
+- In a route run (``open_batches``), ``insert`` and ``upsert`` write each batch of
+  ``batch_size`` records in its own transaction, and the delivery ledger skips the batches
+  already written when a task is retried (DESIGN.md, "Data flow" step 3). ``insert`` also
+  writes a marker row (``_dataflow_batches``, same schema as the table) in the batch's
+  transaction, so a batch whose ledger entry stayed "sending" (the process died around the
+  COMMIT) is recognised as written instead of inserted twice; ``upsert`` is idempotent by
+  itself. ``replace`` deletes every row, then inserts the records, all in ONE transaction
+  (``deliver``), so readers never see a half-replaced table; a delivery without records
+  changes nothing. ``upsert`` uses the dialect's ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY
+  UPDATE`` on ``key`` (records sharing a key within a batch merge, the later fields winning).
+- ``deliver`` (used directly, without the ledger) writes any mode in one transaction.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from airflow_dataflow.destinations.base import DeliveryResult, Destination, DestinationSettings
+from airflow_dataflow.destinations.base import (
+    Batch,
+    BatchSender,
+    DeliveryResult,
+    Destination,
+    DestinationSettings,
+)
 from airflow_dataflow.errors import DestinationError
 from airflow_dataflow.hooks.sql import (
     connect,
@@ -49,7 +60,13 @@ Record = dict[str, Any]
 Converter = Callable[[Any], Any]
 
 _KEY_STRING_LENGTH = 255
+MARKER_TABLE = "_dataflow_batches"
+MARKER_RETENTION = dt.timedelta(days=7)
 _NOTHING_WRITTEN = "nothing was written"
+_BATCH_ROLLED_BACK = (
+    "this batch's transaction was rolled back; the batches before it are written, "
+    "and a retry skips them (delivery ledger)"
+)
 _ROLLED_BACK = (
     "the delivery's single transaction was rolled back: nothing was written, "
     "a retry re-sends every record"
@@ -121,18 +138,48 @@ class DatabaseDestination(Destination):
     settings_model: ClassVar[type[DestinationSettings]] = DatabaseSettings
     settings: DatabaseSettings
 
+    def target(self) -> str:
+        return f"{self.settings.connection}:{self.settings.table}"
+
+    def open_batches(self, batches: Iterable[Batch]) -> BatchSender | None:
+        """Batch-by-batch writing for ``insert`` and ``upsert`` (see the module docstring).
+
+        ``replace`` returns ``None``: it is one transaction, through ``deliver``.
+        """
+        if self.settings.mode == "replace":
+            return None
+        engine = self._engine()
+        if next(iter(batches), None) is None:
+            return _NothingToSend()
+        table = self._table(engine, batches)
+        markers = _Markers(engine, self) if self.settings.mode == "insert" else None
+        writer = _Writer(
+            table, engine.dialect.name, self.settings.mode, self.settings.key, self._where()
+        )
+        conn = connect(
+            engine,
+            self.settings.connection,
+            route=self.context.route,
+            setting=self._setting("connection"),
+            error_class=DestinationError,
+        )
+        return _TableBatchSender(self, conn, writer, markers)
+
+    def _engine(self) -> sa.Engine:
+        return sql_engine(
+            self.settings.connection,
+            route=self.context.route,
+            setting=self._setting("connection"),
+            error_class=DestinationError,
+        )
+
     def deliver(self, batches: Iterable[list[Record]]) -> DeliveryResult:
         """Writes every record of ``batches`` in one transaction (see the module docstring).
 
         ``batches`` is read twice when the table must be created (once to infer its columns);
         a one-shot iterator is therefore read into memory first.
         """
-        engine = sql_engine(
-            self.settings.connection,
-            route=self.context.route,
-            setting=self._setting("connection"),
-            error_class=DestinationError,
-        )
+        engine = self._engine()
         if iter(batches) is batches:
             batches = list(batches)
         chunks = rechunk(batches, self.settings.batch_size)
@@ -233,6 +280,126 @@ class DatabaseDestination(Destination):
             f"route {self.context.route!r}: destination {self.name!r} "
             f"(table {self.settings.table!r} on {self.settings.connection!r})"
         )
+
+
+class _NothingToSend(BatchSender):
+    """A delivery without records: no table is created, nothing is written."""
+
+    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> None:
+        raise AssertionError("no batches to send")  # pragma: no cover
+
+
+class _Markers:
+    """Marker rows in the destination database: one per batch written by ``insert``.
+
+    Written in the batch's own transaction, so "the marker exists" is "the batch is written".
+    Markers older than ``MARKER_RETENTION`` are removed when a delivery starts.
+    """
+
+    def __init__(self, engine: sa.Engine, destination: DatabaseDestination) -> None:
+        self.route = destination.context.route
+        self.name = destination.name
+        self.table_name = destination.settings.table
+        self.table = sa.Table(
+            MARKER_TABLE,
+            sa.MetaData(),
+            sa.Column("batch_key", sa.String(64), primary_key=True),
+            sa.Column("token", sa.String(250), primary_key=True),
+            sa.Column("route", sa.String(250), nullable=False),
+            sa.Column("destination", sa.String(250), nullable=False),
+            sa.Column("target_table", sa.String(250), nullable=False),
+            sa.Column("records", sa.Integer, nullable=False),
+            sa.Column("written_at", sa.DateTime(), nullable=False),
+            schema=destination.settings.schema_name,
+        )
+        try:
+            self.table.create(engine, checkfirst=True)
+            with engine.begin() as conn:
+                conn.execute(
+                    self.table.delete().where(
+                        (self.table.c.route == self.route)
+                        & (self.table.c.destination == self.name)
+                        & (self.table.c.written_at < _utc_now() - MARKER_RETENTION)
+                    )
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            raise destination._error(
+                exc, f"cannot create or clean the marker table {MARKER_TABLE}", _NOTHING_WRITTEN
+            ) from exc
+
+    def add(self, conn: sa.Connection, key: str, token: str, records: int) -> None:
+        conn.execute(
+            self.table.insert().values(
+                batch_key=key,
+                token=token,
+                route=self.route,
+                destination=self.name,
+                target_table=self.table_name,
+                records=records,
+                written_at=_utc_now(),
+            )
+        )
+
+    def has(self, conn: sa.Connection, key: str, token: str) -> bool:
+        query = sa.select(sa.literal(1)).where(
+            (self.table.c.batch_key == key) & (self.table.c.token == token)
+        )
+        return conn.execute(query).first() is not None
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class _TableBatchSender(BatchSender):
+    """Writes each batch in its own transaction (with its marker row in ``insert`` mode)."""
+
+    def __init__(
+        self,
+        destination: DatabaseDestination,
+        conn: sa.Connection,
+        writer: _Writer,
+        markers: _Markers | None,
+    ) -> None:
+        self.destination = destination
+        self.conn = conn
+        self.writer = writer
+        self.markers = markers
+
+    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> None:
+        step = f"writing records {offset}-{offset + len(batch) - 1}"
+        try:
+            with self.conn.begin():
+                self.writer.write(self.conn, batch, offset)
+                if self.markers is not None:
+                    self.markers.add(self.conn, key, token, len(batch))
+                step = f"committing records {offset}-{offset + len(batch) - 1}"
+        except sa.exc.SQLAlchemyError as exc:
+            if step.startswith("committing") and is_disconnect(exc):
+                outcome = "the connection was lost during COMMIT; a retry " + (
+                    "checks the batch's marker row and writes it only if it is missing"
+                    if self.markers is not None
+                    else "upserts the batch again, which changes nothing if it was committed"
+                )
+            else:
+                outcome = _BATCH_ROLLED_BACK
+            raise self.destination._error(exc, f"{step} failed", outcome) from exc
+        except DestinationError as exc:  # a record the table cannot take
+            raise type(exc)(f"{exc}; {_BATCH_ROLLED_BACK}") from exc
+
+    def received(self, key: str, token: str) -> bool:
+        if self.markers is None:
+            return False
+        try:
+            return self.markers.has(self.conn, key, token)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.destination._error(exc, "cannot read the marker table") from exc
+        finally:
+            if self.conn.in_transaction():
+                self.conn.rollback()
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class _Writer:

@@ -45,11 +45,15 @@ class FileDestination(Destination):
     settings_model = FileDestinationSettings
     settings: FileDestinationSettings
 
-    def deliver(self, batches: Batches) -> DeliveryResult:
+    def target(self) -> str:
+        """The rendered, absolute path or URL this delivery writes."""
         rendered = render_text(
             self.settings.path, self.context.template_vars(destination=self.name, batch=0)
         )
-        location = storage.absolute(rendered, self.context.base_dir)
+        return storage.absolute(rendered, self.context.base_dir)
+
+    def deliver(self, batches: Batches) -> DeliveryResult:
+        location = self.target()
         file_format = self.settings.format or _format_from_name(location)
         writer = _WRITERS[file_format]
         if file_format == "parquet":

@@ -19,13 +19,16 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    ValidationError,
     WithJsonSchema,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from airflow_dataflow.config.durations import parse_duration
+from airflow_dataflow.connectors.base import RESET_CURSOR_PARAM, SINCE_PARAM
 from airflow_dataflow.registry import connector_kinds, destination_kinds
 from airflow_dataflow.templating import check_templates
 
@@ -274,6 +277,24 @@ class RouteBase(Strict):
             for name, spec in value.items()
         }
 
+    @model_validator(mode="after")
+    def _cursor_params(self) -> RouteBase:
+        """A source with a cursor gives the route the params ``reset_cursor`` and ``since``.
+
+        They are added here, once, so the DAG's Params, ``param_defaults()`` (test-route,
+        validate) and the trigger form agree; a route defining them itself is refused.
+        """
+        source = getattr(self, "source", None)
+        if source is None or source.cursor_spec() is None:
+            return self
+        taken = [name for name in CURSOR_PARAMS if name in self.params]
+        if taken:
+            raise ValidationError.from_exception_data(
+                "RouteConfig", [_reserved_param(name, self.params[name]) for name in taken]
+            )
+        self.params = {**self.params, **CURSOR_PARAMS}
+        return self
+
     def param_defaults(self, *, with_value_only: bool = False) -> dict[str, Any]:
         """Each param's default (``with_value_only``: leave out typed params without one)."""
         return {
@@ -281,6 +302,30 @@ class RouteBase(Strict):
             for name, spec in self.params.items()
             if not (with_value_only and isinstance(spec, ParamSpec) and spec.default is None)
         }
+
+
+CURSOR_PARAMS: dict[str, ParamSpec] = {
+    RESET_CURSOR_PARAM: ParamSpec(
+        default=False,
+        type="boolean",
+        description="Re-read from source.cursor.initial instead of the committed cursor",
+    ),
+    SINCE_PARAM: ParamSpec(
+        default=None,
+        type=["null", "string", "number"],
+        description="Re-read rows whose cursor column is greater than this value (backfill)",
+    ),
+}
+
+
+def _reserved_param(name: str, value: Any) -> InitErrorDetails:
+    message = (
+        "the param {name} is reserved: the source has a cursor, so the route gets the params "
+        f"{RESET_CURSOR_PARAM} and {SINCE_PARAM} (re-reading from initial or from a given "
+        "value); rename this one"
+    )
+    error = PydanticCustomError("reserved_param", message, {"name": name})
+    return InitErrorDetails(type=error, loc=("params", name), input=value)
 
 
 def _is_param_spec(value: Any) -> bool:

@@ -177,7 +177,12 @@ def route_records(
     }
     location = store_dead_letters(route, context, staging, dead_manifest)
     log.info("routed %d records: %s", counts["read"], counts)
-    return {"partitions": partitions, "counts": counts, "dead_letters": location}
+    return {
+        "partitions": partitions,
+        "counts": counts,
+        "dead_letters": location,
+        "warnings": list(extracted.get("warnings") or []),  # the connector's, for the summary
+    }
 
 
 _NOTHING = object()

@@ -29,7 +29,7 @@ def summarize(
     kept from delivery; for each destination routed = delivered + held_back.
     """
     counts = routing["counts"]
-    warnings: list[str] = []
+    warnings: list[str] = list(routing.get("warnings") or [])  # the connector's, via routing
     delivered: dict[str, int] = {}
     held_back: dict[str, int] = {}
     for name in route.config.destinations:

@@ -219,7 +219,7 @@ def test_settings_check_parameters_against_the_query(
 
 
 def test_settings_reject_unknown_keys() -> None:
-    with pytest.raises(ValidationError, match="cursor"):
+    with pytest.raises(ValidationError, match="cursr"):
         SqlSettings.model_validate(
-            {"type": "sql", "connection": "db", "query": "SELECT 1", "cursor": {"column": "id"}}
+            {"type": "sql", "connection": "db", "query": "SELECT 1", "cursr": {"column": "id"}}
         )

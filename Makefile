@@ -48,6 +48,7 @@ airflow: install
 
 bench: install
 	$(BIN)/python bench/parse.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf out .airflow .pytest_cache .ruff_cache

@@ -9,12 +9,19 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
-from airflow_dataflow.config import collect_paths, load_route
+from airflow_dataflow.cli_cursor import add_cursor_commands
+from airflow_dataflow.config import LoadedRoute, collect_paths, load_route
 from airflow_dataflow.config.deep_check import check_rules
+from airflow_dataflow.config.durations import parse_duration
 from airflow_dataflow.errors import ConfigIssue, DataflowError, RouteConfigError
 from airflow_dataflow.settings import configured_dags_folder
+
+if TYPE_CHECKING:
+    from airflow_dataflow.replay import ReplayReport
+    from airflow_dataflow.state.store import StateStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
     runs.add_argument("--json", action="store_true", help="one JSON object per run")
     runs.set_defaults(handler=cmd_runs)
+    _add_dead_letters_commands(commands)
+    add_cursor_commands(commands)
 
     database = commands.add_parser("db", help="the state store: upgrade, status")
     database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -112,6 +121,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         rules = ", ".join(f"{name} {count}" for name, count in counts["rules"].items())
         delivered = ", ".join(f"{name} {count}" for name, count in counts["destinations"].items())
         print(f"    rules: {rules or '-'}; delivered: {delivered or '-'}")
+        if run.get("error"):
+            print(f"    failed in {run['failed_task']}: {run['error']}")
     if not runs and not args.json:
         print(f"no recorded runs of route {route_id!r}", file=sys.stderr)
     return 0
@@ -122,6 +133,207 @@ def resolve_route_id(route: str) -> str:
     if route.endswith(".yaml") or os.path.sep in route:
         return load_route(route, root=_root_for(route)).route_id
     return route
+
+
+def load_route_ref(route: str) -> LoadedRoute:
+    """The route a ROUTE argument names: a route file, else a route id under the dags folder."""
+    if route.endswith(".yaml") or os.path.sep in route:
+        return load_route(route, root=_root_for(route))
+    from airflow_dataflow.dag_factory import load_routes
+
+    folder = configured_dags_folder()
+    found = load_routes(folder, only_dag_id=route, build=False)
+    if route in found.routes:
+        return found.routes[route]
+    if found.issues:
+        raise RouteConfigError(found.issues)
+    raise DataflowError(
+        f"no route {route!r} under the dags folder {folder}: pass the route file's path instead"
+    )
+
+
+def _add_dead_letters_commands(commands: Any) -> None:
+    dead_letters = commands.add_parser(
+        "dead-letters", help="a route's dead letters: list, show, replay"
+    )
+    actions = dead_letters.add_subparsers(
+        dest="dead_letters_command", required=True, metavar="ACTION"
+    )
+    route_help = "route id (under the dags folder) or route file"
+    since_help = (
+        "only those stored since WHEN: an ISO date or date-time (UTC unless it has an offset) "
+        "or a duration ago (30m, 1h, 7d)"
+    )
+    listing = actions.add_parser("list", help="the route's pending dead letters, oldest first")
+    listing.add_argument("route", metavar="ROUTE", help=route_help)
+    listing.add_argument("--since", metavar="WHEN", type=parse_since, help=since_help)
+    listing.add_argument("--all", action="store_true", help="replayed ones too")
+    listing.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    listing.set_defaults(handler=cmd_dead_letters_list)
+
+    show = actions.add_parser("show", help="one dead letter in full, its record included")
+    show.add_argument("route", metavar="ROUTE", help=route_help)
+    show.add_argument("id", metavar="ID", type=int, help="the dead letter's id (from `list`)")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.set_defaults(handler=cmd_dead_letters_show)
+
+    replay = actions.add_parser(
+        "replay",
+        help="re-apply the route's current rules to pending dead letters, deliver the results "
+        "and mark them replayed",
+    )
+    replay.add_argument("route", metavar="ROUTE", help=route_help)
+    replay.add_argument("--since", metavar="WHEN", type=parse_since, help=since_help)
+    replay.add_argument(
+        "--id", dest="ids", metavar="ID", type=int, action="append", help="only this one (repeat)"
+    )
+    replay.add_argument("--conf", default=None, help="JSON object of params (default: defaults)")
+    replay.add_argument("--json", action="store_true", help="the outcome as one JSON object")
+    replay.set_defaults(handler=cmd_dead_letters_replay)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO date or date-time (UTC unless it has an offset), or a duration ago."""
+    try:
+        return (now or datetime.now(timezone.utc)) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO date or date-time (2024-05-01, 2024-05-01T12:00) "
+            "nor a duration (30m, 1h, 7d)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _state_store() -> StateStore:
+    from airflow_dataflow.state.store import StateStore
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return StateStore.open()
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    route_id = resolve_route_id(args.route)
+    letters = _state_store().list_dead_letters(
+        route_id, since=args.since, include_replayed=args.all
+    )
+    for letter in letters:
+        print(json.dumps(letter, default=str) if args.json else _letter_line(letter))
+    if not args.json:
+        kind = "dead letter(s)" if args.all else "pending dead letter(s)"
+        print(f"{len(letters)} {kind} of route {route_id!r}", file=sys.stderr)
+    return 0
+
+
+def _letter_line(letter: dict[str, Any]) -> str:
+    """One line: id, when stored, run, rule, the latest reason (shortened)."""
+    created = (letter["created_at"] or "")[:19].replace("T", " ")
+    if letter["replayed_at"]:
+        reason = f"replayed {letter['replayed_at'][:19].replace('T', ' ')}"
+    elif letter["replay_error"]:
+        reason = f"after replay: {letter['replay_error']}"
+    else:
+        reason = letter["reason"]
+    reason = " ".join(reason.split())
+    reason = reason if len(reason) <= 100 else reason[:99] + "…"
+    return f"{letter['id']:>6}  {created}  {letter['run_id']}  {letter['rule'] or '-'}  {reason}"
+
+
+def cmd_dead_letters_show(args: argparse.Namespace) -> int:
+    route_id = resolve_route_id(args.route)
+    letter = _state_store().dead_letter(route_id, args.id)
+    if letter is None:
+        raise DataflowError(f"route {route_id!r} has no dead letter with id {args.id}")
+    if args.json:
+        print(json.dumps(letter, default=str))
+        return 0
+    step = f" (transform step {letter['step']})" if letter["step"] is not None else ""
+    if letter["replayed_at"]:
+        state = f"replayed {letter['replayed_at']} by {letter['replay_run_id']}"
+    else:
+        state = "pending"
+    print(f"dead letter {letter['id']} of route {route_id!r}: {state}")
+    for label, value in (
+        ("run", letter["run_id"]),
+        ("stored", letter["created_at"]),
+        ("rule", f"{letter['rule']}{step}" if letter["rule"] else None),
+        ("destination", letter["destination"]),
+        ("position", letter["position"]),
+        ("reason", letter["reason"]),
+        ("last replay", letter["replay_run_id"] if not letter["replayed_at"] else None),
+        ("replay error", letter["replay_error"]),
+        ("replayed to", ", ".join(letter["replayed_to"]) or None),
+    ):
+        if value is not None:
+            print(f"  {label + ':':<13} {value}")
+    print("  record:")
+    record = json.dumps(letter["record"], indent=2, ensure_ascii=False, default=str)
+    print("\n".join(f"    {line}" for line in record.splitlines()))
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the outcome says it all
+    from airflow_dataflow.replay import replay
+
+    store = _state_store()
+    route = load_route_ref(args.route)
+    letters = store.list_dead_letters(route.route_id, since=args.since, ids=args.ids)
+    already = _already_replayed(store, route.route_id, args.ids, letters)
+    report = replay(route, letters, store=store, conf=_conf(args.conf))
+    if args.json:
+        print(json.dumps({**report.to_dict(), "already_replayed": already}, default=str))
+    else:
+        _print_replay(report, already)
+    return 1 if report.stayed else 0
+
+
+def _already_replayed(
+    store: StateStore, route_id: str, ids: list[int] | None, pending: list[dict[str, Any]]
+) -> list[int]:
+    """Of the ids asked for, those already replayed; an id the route does not have is an error."""
+    found = {letter["id"] for letter in pending}
+    already = []
+    for letter_id in dict.fromkeys(ids or ()):
+        if letter_id in found:
+            continue
+        letter = store.dead_letter(route_id, letter_id)
+        if letter is None:
+            raise DataflowError(f"route {route_id!r} has no dead letter with id {letter_id}")
+        if letter["replayed_at"] is not None:
+            already.append(letter_id)
+    return already
+
+
+def _print_replay(report: ReplayReport, already: list[int]) -> None:
+    for letter_id in already:
+        print(f"  {letter_id:>6}  already replayed")
+    if not report.entries:
+        print(f"no pending dead letters of route {report.route!r} to replay", file=sys.stderr)
+        return
+    print(
+        f"route {report.route}: replay {report.run_id}: "
+        f"{len(report.replayed)} replayed, {len(report.stayed)} stayed"
+    )
+    for entry in report.entries:
+        rule = f" (rule {entry.rule})" if entry.rule else ""
+        if entry.replayed:
+            where = ", ".join(entry.destinations) or "nothing left to deliver"
+            print(f"  {entry.id:>6}  replayed{rule} -> {where}")
+        else:
+            print(f"  {entry.id:>6}  stayed{rule}: {entry.reason}")
+    for name, result in report.destinations.items():
+        if result.error:
+            print(f"  destination {name}: failed: {result.error}")
+        else:
+            locations = ", ".join(result.locations)
+            print(
+                f"  destination {name}: {result.delivered} delivered"
+                + (f" -> {locations}" if locations else "")
+            )
 
 
 def cmd_db(args: argparse.Namespace) -> int:

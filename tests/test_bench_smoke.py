@@ -1,10 +1,12 @@
-"""The benchmarks still run (tiny sizes): parse time, and routing throughput."""
+"""The benchmarks still run (tiny sizes): parse time, routing throughput, ledger overhead."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +47,24 @@ def test_routing_benchmark_runs_and_agrees_with_the_naive_baseline() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(b) `route_records`" in done.stdout
     assert "naive baseline agrees with the router" in done.stdout
+
+
+@pytest.mark.integration
+def test_ledger_benchmark_runs_and_writes_its_table(postgres_uri: str, tmp_path: Path) -> None:
+    out = tmp_path / "README.md"
+    out.write_text(
+        "# Bench\n\n<!-- ledger-results:start -->\nSTALE\n<!-- ledger-results:end -->\n\nTail.\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "ledger.py"), "--records", "3000", "--repeat", "1"]
+        + ["--postgres-uri", postgres_uri, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| baseline: `_TableBatchSender`" in done.stdout
+    assert "PostgreSQL state store" in done.stdout and "Target (overhead under 5%)" in done.stdout
+    text = out.read_text()
+    assert "STALE" not in text and "records/s" in text and text.endswith("Tail.\n")

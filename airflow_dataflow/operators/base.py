@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_dataflow.config import LoadedRoute, load_route
 from airflow_dataflow.context import RunContext
-from airflow_dataflow.errors import DataflowError, RouteConfigError
+from airflow_dataflow.errors import DataflowError, FatalError, RouteConfigError
 from airflow_dataflow.staging import StagingArea, default_staging_url
 
 ERROR_KEY = "error"
@@ -45,17 +45,33 @@ class RouteTaskMixin:
         """Keep a failure's message as the task's ``error`` XCom; never retry a broken route file.
 
         The message (route, setting, remedy) is what ``airflow-dataflow run`` and the run
-        summary show; retrying cannot fix a route file, so that fails without retries.
+        summary show; retrying cannot fix a route file (or a ``FatalError``, such as a corrupted
+        cursor), so those fail without retries.
         """
         try:
             yield
         except Exception as exc:
             context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, RouteConfigError):
+            self.record_if_last_attempt(context, exc)
+            if isinstance(exc, RouteConfigError | FatalError):
                 from airflow.sdk.exceptions import AirflowFailException
 
                 raise AirflowFailException(str(exc)) from exc
             raise
+
+    def record_if_last_attempt(self, context: Any, exc: BaseException) -> None:
+        """On the last attempt, the failed run's summary goes to the state store."""
+        from airflow_dataflow.operators.failures import is_last_attempt, record_failed_run
+
+        if not is_last_attempt(context, getattr(self, "retries", 0), exc):
+            return
+        try:
+            destinations = list(self.route.config.destinations)
+        except DataflowError:  # the route file itself is broken
+            destinations = []
+        record_failed_run(
+            route_id=self.route_id, destinations=destinations, context=context, exc=exc
+        )
 
     def run_context(self, context: Any) -> RunContext:
         return RunContext(

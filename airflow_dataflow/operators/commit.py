@@ -27,11 +27,28 @@ class CommitOperator(RouteOperator):
             summary = summarize(self.route, context["run_id"], routing, deliveries)
             ti.xcom_push(key=SUMMARY_KEY, value=summary)
             check_conservation(summary, self.route)
+            self.commit_cursor(context)
             self.staging(context).clean()
             self.record(context, summary)
+            self.summary_recorded = True
+            self.settle_deliveries(context)
             check_dead_letters(summary, self.route)
         self.log.info("run summary: %s", summary["counts"])
         return summary
+
+    def commit_cursor(self, context: Any) -> None:
+        """Save the source's new cursor: every delivery succeeded or was durably dead-lettered."""
+        from airflow_dataflow.pipeline.cursor import commit_cursor
+
+        extracted = context["ti"].xcom_pull(task_ids="extract")
+        commit_cursor(self.route_id, extracted, context["run_id"])
+
+    summary_recorded = False
+
+    def record_if_last_attempt(self, context: Any, exc: BaseException) -> None:
+        """A failure after the summary was recorded (dead letters with ``fail``) keeps it."""
+        if not self.summary_recorded:
+            super().record_if_last_attempt(context, exc)
 
     def record(self, context: Any, summary: dict[str, Any]) -> None:
         """Keep the summary in the state store (``airflow-dataflow runs`` reads it)."""
@@ -49,3 +66,10 @@ class CommitOperator(RouteOperator):
             warnings=summary["warnings"],
             started_at=getattr(dag_run, "start_date", None),
         )
+
+    def settle_deliveries(self, context: Any) -> None:
+        """This run's delivered batches are final: a later run with the same content sends again."""
+        from airflow_dataflow.state.ledger import settle_run
+        from airflow_dataflow.state.store import StateStore
+
+        settle_run(StateStore.open().engine, self.route_id, context["run_id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -59,7 +60,26 @@ def state_engine() -> sa.Engine:
         )
     url = default_state_url()
     Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url)
+    return sqlite_state_engine(url)
+
+
+def sqlite_state_engine(url: str) -> sa.Engine:
+    """A SQLite store several task processes can share.
+
+    WAL lets readers and a writer work at once; ``synchronous=NORMAL`` (in WAL mode, durable
+    when a process dies, not on power loss: use PostgreSQL for production); writers wait up
+    to 30 s for each other instead of failing with "database is locked".
+    """
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
 
 
 def _state_connection_defined() -> bool:

@@ -56,6 +56,9 @@ dead_letters = sa.Table(
     sa.Column("record", sa.JSON, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("replay_run_id", ID, nullable=True, comment="the replay that last handled it"),
+    sa.Column("replay_error", sa.Text, nullable=True, comment="why that replay left it pending"),
+    sa.Column("replayed_to", sa.JSON, nullable=True, comment="where replays delivered it"),
 )
 
 run_summaries = sa.Table(
@@ -68,4 +71,6 @@ run_summaries = sa.Table(
     sa.Column("warnings", sa.JSON, nullable=True),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failed_task", ID, nullable=True, comment="the task whose failure failed the run"),
+    sa.Column("error", sa.Text, nullable=True, comment="that task's error"),
 )

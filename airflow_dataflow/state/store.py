@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,14 +53,21 @@ class StateStore:
         warnings: list[str],
         started_at: datetime | None,
         finished_at: datetime | None = None,
+        failed_task: str | None = None,
+        error: str | None = None,
     ) -> None:
-        """Record (or replace, on a retried commit) the summary of one run."""
+        """Record (or replace, on a retried commit) the summary of one run.
+
+        A failed run names the task that failed it and that task's error.
+        """
         values = {
             "state": state,
             "counts": dict(counts),
             "warnings": list(warnings),
             "started_at": started_at,
             "finished_at": finished_at or datetime.now(timezone.utc),
+            "failed_task": failed_task,
+            "error": error,
         }
         key = (run_summaries.c.route == route) & (run_summaries.c.run_id == run_id)
         with self.engine.begin() as connection:
@@ -104,6 +112,91 @@ class StateStore:
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
+    def list_dead_letters(
+        self,
+        route: str,
+        *,
+        since: datetime | None = None,
+        include_replayed: bool = False,
+        run_id: str | None = None,
+        ids: Collection[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The route's dead letters as plain data (timestamps in ISO 8601), oldest first.
+
+        Pending ones only unless ``include_replayed``; ``since`` keeps those stored at or after
+        it; ``run_id`` those of one run; ``ids`` those with these ids.
+        """
+        query = (
+            sa.select(dead_letters).where(dead_letters.c.route == route).order_by(dead_letters.c.id)
+        )
+        if not include_replayed:
+            query = query.where(dead_letters.c.replayed_at.is_(None))
+        if since is not None:
+            query = query.where(dead_letters.c.created_at >= _utc(since))
+        if run_id is not None:
+            query = query.where(dead_letters.c.run_id == run_id)
+        if ids is not None:
+            query = query.where(dead_letters.c.id.in_(sorted(set(ids))))
+        with self.engine.connect() as connection:
+            return [_letter_row(row._mapping) for row in connection.execute(query)]
+
+    def dead_letter(self, route: str, letter_id: int) -> dict[str, Any] | None:
+        """One dead letter of the route (as ``list_dead_letters`` gives it), else None."""
+        query = sa.select(dead_letters).where(
+            (dead_letters.c.route == route) & (dead_letters.c.id == letter_id)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return _letter_row(row._mapping) if row is not None else None
+
+    def mark_dead_letters_replayed(
+        self,
+        route: str,
+        ids: Iterable[int],
+        *,
+        replay_run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Mark the route's dead letters ``ids`` replayed (those not replayed yet); returns how many."""
+        values = {
+            "replayed_at": _utc(at or datetime.now(timezone.utc)),
+            "replay_run_id": replay_run_id,
+            "replay_error": None,
+        }
+        marked = 0
+        with self.engine.begin() as connection:
+            for chunk in _chunks(sorted(set(ids))):
+                statement = (
+                    sa.update(dead_letters)
+                    .where(_pending(route) & dead_letters.c.id.in_(chunk))
+                    .values(**values)
+                )
+                marked += connection.execute(statement).rowcount
+        return marked
+
+    def note_replay_attempts(
+        self, route: str, replay_run_id: str, notes: Mapping[int, ReplayNote]
+    ) -> None:
+        """Record what a replay did with pending dead letters: where it delivered each one
+        (destinations replays have delivered it to, in all) and why it left it pending."""
+        if not notes:
+            return
+        statement = (
+            sa.update(dead_letters)
+            .where(_pending(route) & (dead_letters.c.id == sa.bindparam("letter_id")))
+            .values(
+                replay_run_id=replay_run_id,
+                replay_error=sa.bindparam("error"),
+                replayed_to=sa.bindparam("to", type_=sa.JSON),
+            )
+        )
+        rows = [
+            {"letter_id": letter_id, "error": note.error, "to": sorted(note.replayed_to)}
+            for letter_id, note in notes.items()
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+
     def recent_runs(self, route: str, limit: int = 20) -> list[dict[str, Any]]:
         """The route's latest run summaries, newest first."""
         query = (
@@ -130,6 +223,53 @@ def _dead_letter_row(entry: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ReplayNote:
+    """What one replay did with a pending dead letter (see ``note_replay_attempts``)."""
+
+    replayed_to: Collection[str]
+    error: str | None = None
+
+
+_CHUNK = 500  # ids per IN (...): well under every database's limit on bound parameters
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _pending(route: str) -> sa.ColumnElement[bool]:
+    return (dead_letters.c.route == route) & dead_letters.c.replayed_at.is_(None)
+
+
+def _letter_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    created, replayed = _aware(row["created_at"]), _aware(row["replayed_at"])
+    return {
+        "id": row["id"],
+        "route": row["route"],
+        "run_id": row["run_id"],
+        "rule": row["rule"],
+        "destination": row["destination"],
+        "step": row["step"],
+        "reason": row["reason"],
+        "position": row["position"],
+        "record": row["record"],
+        "created_at": created.isoformat() if created else None,
+        "replayed_at": replayed.isoformat() if replayed else None,
+        "replay_run_id": row["replay_run_id"],
+        "replay_error": row["replay_error"],
+        "replayed_to": list(row["replayed_to"] or []),
+    }
+
+
+def _utc(value: datetime) -> datetime:
+    """An aware UTC timestamp (a naive one is taken as UTC), comparable on every database."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
     started, finished = _aware(row["started_at"]), _aware(row["finished_at"])
     return {
@@ -143,6 +283,8 @@ def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "duration_seconds": round((finished - started).total_seconds(), 3)
         if started and finished
         else None,
+        "failed_task": row["failed_task"],
+        "error": row["error"],
     }
 
 

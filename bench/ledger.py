@@ -81,7 +81,7 @@ PHASES = {  # (owner module, owner attribute path, method) -> phase; see Timers
     "send": ("airflow_dataflow.destinations.database", "_TableBatchSender", "send"),
     "marker": ("airflow_dataflow.destinations.database", "_Markers", "add"),
     "hash": ("airflow_dataflow.pipeline.deliver", None, "batch_key"),
-    "begin": ("airflow_dataflow.state.ledger", "DeliveryLedger", "begin"),
+    "begin": ("airflow_dataflow.state.ledger", "DeliveryLedger", "begin_many"),
     "ledger_open": ("airflow_dataflow.state.ledger", "DeliveryLedger", "__init__"),
     "flush": ("airflow_dataflow.state.ledger", "DeliveryLedger", "flush"),
     "store_open": ("airflow_dataflow.state.store", "StateStore", "open"),
@@ -384,6 +384,7 @@ class Bench:
 
     def time_ledger(self, engine: Any, tag: str) -> float:
         """The ledger's writes for as many batches as the load has, with no load in between."""
+        from airflow_dataflow.destinations.database import _TableBatchSender
         from airflow_dataflow.state.ledger import DeliveryLedger, settle_run
 
         run_id = f"alone-{tag}"
@@ -391,10 +392,14 @@ class Bench:
         gc.collect()
         started = time.perf_counter()
         ledger = DeliveryLedger(engine, ROUTE_ID, f"alone_{tag}", run_id)
-        for key in keys:
-            ledger.begin(key, self.batch_size)
-            ledger.delivered(key)
+        window = _TableBatchSender.window  # as deliver() does for the database destination
+        for start in range(0, len(keys), window):
+            batch_keys = keys[start : start + window]
+            ledger.begin_many([(key, self.batch_size) for key in batch_keys])
+            for key in batch_keys:
+                ledger.delivered(key)
         ledger.flush()
+        ledger.close()
         seconds = time.perf_counter() - started
         settle_run(engine, ROUTE_ID, run_id)
         return seconds
@@ -499,7 +504,8 @@ def render(bench: Bench, runs: dict[str, list[Run]], alone: dict[str, list[float
     lines += [
         "",
         "Where the time goes, ms per batch (the run with the median total of each variant; "
-        '`begin` also writes the previous batch\'s "delivered" mark):',
+        "`begin` is `begin_many`, once per window of 10 batches, which also writes the previous "
+        'window\'s "delivered" marks):',
         "",
         "| variant | total | rows: INSERTs + COMMIT | marker row | `batch_key` | ledger `begin` "
         "| ledger load + `flush` | `StateStore.open` | reading, decoding, rest |",
@@ -514,7 +520,8 @@ def render(bench: Bench, runs: dict[str, list[Run]], alone: dict[str, list[float
         lines.append(f"| {name} | " + " | ".join(f"{c * per_batch:.2f}" for c in cells) + " |")
     lines += [
         "",
-        f"The ledger's writes alone ({bench.batches:,} x `begin` + `delivered`, then `flush`; "
+        f"The ledger's writes alone ({bench.batches:,} batches: `begin_many` per window of 10, "
+        "`delivered` per batch, then `flush`; "
         "no load in between; median of the rounds):",
         "",
         "| state store | seconds | ms per batch | share of the baseline |",
@@ -528,9 +535,21 @@ def render(bench: Bench, runs: dict[str, list[Run]], alone: dict[str, list[float
     verdicts = []
     for name, store in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
         overhead = median[name] / base - 1
-        verdict = "met" if overhead < TARGET else "missed"
-        verdicts.append(f"{store} state store {overhead * 100:+.1f}%: **{verdict}**")
-    lines += ["", f"Target (overhead under {TARGET:.0%}): " + "; ".join(verdicts) + "."]
+        run = median_run(runs[name])
+        parts = run["marker"] + run["hash"] + run["begin"] + run["ledger_open"] + run["flush"]
+        measured = (parts + run["store_open"]) / base
+        verdict = "met" if max(overhead, measured) < TARGET else "missed"
+        verdicts.append(
+            f"{store} state store: end-to-end median {overhead * 100:+.1f}%, its measured "
+            f"parts (marker rows, keys, ledger writes) {measured * 100:+.1f}%: **{verdict}**"
+        )
+    lines += [
+        "",
+        f"Target (overhead under {TARGET:.0%}; the rounds of one variant differ by more than "
+        "that on this shared machine, so the timed parts are shown too): "
+        + "; ".join(verdicts)
+        + ".",
+    ]
     return "\n".join(lines)
 
 

@@ -26,6 +26,11 @@ class DestinationSettings(BaseModel):
         "{count, records: [up to sample_size]}",
     )
     sample_size: int = Field(default=10, ge=0, description="Records kept in a per: batch summary")
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="at most this many sends (messages, requests, batches) per second",
+    )
 
 
 @dataclass
@@ -34,9 +39,21 @@ class DeliveryResult:
 
     delivered: int = 0
     locations: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 Batch = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record the destination refused for good (e.g. HTTP 4xx other than 408/429).
+
+    It goes to the dead letters with ``reason`` (naming the response); retrying cannot help.
+    """
+
+    record: Any
+    reason: str
 
 
 class BatchSender:
@@ -51,7 +68,17 @@ class BatchSender:
     and the batch is sent again.
     """
 
-    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> None:
+    #: How many batches the ledger may mark "sending" ahead, in one state-store write. More
+    #: than 1 only when, after a crash, ``received`` can tell which of them arrived or
+    #: sending them again is harmless (up to ``window`` batches are in doubt at once).
+    window: int = 1
+
+    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> list[Rejection] | None:
+        """Deliver ``batch``; return the records refused for good (the rest was delivered).
+
+        Raise ``RetriableError`` (after the destination's own retries) for failures worth
+        retrying later: the task fails or retries and nothing of the batch counts as sent.
+        """
         raise NotImplementedError
 
     def received(self, key: str, token: str) -> bool:

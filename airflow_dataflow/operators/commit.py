@@ -55,8 +55,8 @@ class CommitOperator(RouteOperator):
         from airflow_dataflow.state.store import StateStore
 
         dead_letters_fail = (
-            summary["counts"]["dead_lettered"] and self.route.config.on_dead_letter == "fail"
-        )
+            summary["counts"]["dead_lettered"] or any(summary["counts"]["rejected"].values())
+        ) and self.route.config.on_dead_letter == "fail"
         dag_run = context.get("dag_run")
         StateStore.open().save_run_summary(
             route=self.route_id,

@@ -32,9 +32,16 @@ def summarize(
     warnings: list[str] = list(routing.get("warnings") or [])  # the connector's, via routing
     delivered: dict[str, int] = {}
     held_back: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     for name in route.config.destinations:
         result = deliveries.get(name)
         delivered[name] = result["delivered"] if result else 0
+        if result and result.get("rejected"):
+            rejected[name] = result["rejected"]
+            warnings.append(
+                f"destination {name!r}: {result['rejected']} records refused, kept as dead "
+                "letters (airflow-dataflow dead-letters list)"
+            )
         routed = counts["routed"].get(name, 0)
         minimum = route.config.destinations[name].min_records
         if routed and not result and routed < minimum:
@@ -54,6 +61,7 @@ def summarize(
             "destinations": delivered,
             "routed": dict(counts["routed"]),
             "held_back": held_back,
+            "rejected": rejected,
         },
         "dead_letters": routing.get("dead_letters"),
         "warnings": warnings,
@@ -73,7 +81,8 @@ def check_conservation(summary: dict[str, Any], route: LoadedRoute) -> None:
     for name, routed in counts["routed"].items():
         delivered = counts["destinations"].get(name, 0)
         held = counts["held_back"].get(name, 0)
-        if delivered + held != routed:
+        refused = counts.get("rejected", {}).get(name, 0)
+        if delivered + held + refused != routed:
             raise ConservationError(
                 f"route {route.route_id!r}: destination {name!r} was routed {routed} records "
                 f"but delivered {delivered}"
@@ -81,7 +90,7 @@ def check_conservation(summary: dict[str, Any], route: LoadedRoute) -> None:
 
 
 def check_dead_letters(summary: dict[str, Any], route: LoadedRoute) -> None:
-    dead = summary["counts"]["dead_lettered"]
+    dead = summary["counts"]["dead_lettered"] + sum(summary["counts"].get("rejected", {}).values())
     if dead and route.config.on_dead_letter == "fail":
         raise DeadLettersPresentError(
             f"route {route.route_id!r}: {dead} records were dead-lettered ({summary['dead_letters']}) "

@@ -14,8 +14,10 @@ Each destination batch has a key derived from the route, the destination, where 
   new delivery (a source without a cursor re-reads everything each run), so it sends again.
 
 A later run that skips a batch takes it over (its run id becomes the entry's), so its commit
-settles the batch. To keep the overhead small, the "delivered" mark of one batch is written
-in the same transaction as the "sending" mark of the next (``flush`` writes the last one).
+settles the batch. To keep the overhead small, "sending" marks are written for a window of
+batches at once (``begin_many``; one batch unless the destination can tell which of them
+arrived, or can safely receive them again), in the same transaction as the "delivered"
+marks of the window before (``flush`` writes the last ones).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class LedgerEntry:
     status: Status
     records: int
     attempts: int
+    rejected: int = 0
 
     @property
     def token(self) -> str:
@@ -61,15 +64,30 @@ class LedgerEntry:
 
 
 class DeliveryLedger:
-    """The ledger of one destination of one route, as used by one run's deliver task."""
+    """The ledger of one destination of one route, as used by one run's deliver task.
+
+    Holds one state-store connection for the delivery (``close`` releases it); each write is
+    one short transaction on it.
+    """
 
     def __init__(self, engine: sa.Engine, route: str, destination: str, run_id: str) -> None:
         self.engine = engine
         self.route = route
         self.destination = destination
         self.run_id = run_id
+        self._connection = engine.connect()
         self._open = self._load_open_entries()
         self._delivered: list[str] = []  # keys whose "delivered" mark is not written yet
+        self._upsert = _upsert_statement(engine.dialect.name)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> DeliveryLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _scope(self) -> sa.ColumnElement[bool]:
         return (delivery_ledger.c.route == self.route) & (
@@ -84,13 +102,14 @@ class DeliveryLedger:
             delivery_ledger.c.status,
             delivery_ledger.c.records,
             delivery_ledger.c.attempts,
+            delivery_ledger.c.rejected,
         ).where(self._scope() & (delivery_ledger.c.status != "committed"))
-        with self.engine.connect() as connection:
+        with self._connection.begin():
             return {
                 row.batch_key: LedgerEntry(
-                    row.batch_key, row.run_id, row.status, row.records, row.attempts
+                    row.batch_key, row.run_id, row.status, row.records, row.attempts, row.rejected
                 )
-                for row in connection.execute(query)
+                for row in self._connection.execute(query)
             }
 
     def entry(self, key: str) -> LedgerEntry | None:
@@ -99,40 +118,70 @@ class DeliveryLedger:
 
     def begin(self, key: str, records: int) -> LedgerEntry:
         """Record that the batch is about to be sent; returns the entry (with its token)."""
-        known = self._open.get(key)
-        entry = LedgerEntry(
-            key, self.run_id, "sending", records, (known.attempts if known else 0) + 1
-        )
-        now = datetime.now(timezone.utc)
-        values = {
-            "run_id": self.run_id,
-            "status": "sending",
-            "records": records,
-            "attempts": entry.attempts,
-            "last_error": None,
-            "updated_at": now,
-        }
-        with self.engine.begin() as connection:
-            self._write_delivered(connection, now)
-            updated = connection.execute(
-                sa.update(delivery_ledger).where(self._key(key)).values(**values)
-            ).rowcount
-            if not updated:
-                connection.execute(
-                    sa.insert(delivery_ledger).values(
-                        route=self.route,
-                        destination=self.destination,
-                        batch_key=key,
-                        created_at=now,
-                        **values,
-                    )
-                )
-        self._open[key] = entry
-        return entry
+        return self.begin_many([(key, records)])[key]
 
-    def delivered(self, key: str) -> None:
-        """The batch was sent (written with the next ``begin`` or ``flush``)."""
-        self._open[key].status = "delivered"
+    def begin_many(self, batches: list[tuple[str, int]]) -> dict[str, LedgerEntry]:
+        """Record that these batches (key, records) are about to be sent, in one transaction.
+
+        The pending "delivered" marks are written in the same transaction.
+        """
+        now = datetime.now(timezone.utc)
+        entries: dict[str, LedgerEntry] = {}
+        rows = []
+        for key, records in batches:
+            known = self._open.get(key)
+            entry = LedgerEntry(
+                key, self.run_id, "sending", records, (known.attempts if known else 0) + 1
+            )
+            entries[key] = entry
+            rows.append(
+                {
+                    "route": self.route,
+                    "destination": self.destination,
+                    "batch_key": key,
+                    "run_id": self.run_id,
+                    "status": "sending",
+                    "records": records,
+                    "attempts": entry.attempts,
+                    "rejected": 0,
+                    "last_error": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        with self._connection.begin():
+            self._write_delivered(now)
+            if rows and self._upsert is not None:
+                self._connection.execute(self._upsert, rows)
+            else:
+                for row in rows:
+                    self._update_or_insert(row)
+        self._open.update(entries)
+        return entries
+
+    def _update_or_insert(self, row: dict[str, object]) -> None:
+        """The portable upsert, for state stores without ON CONFLICT / ON DUPLICATE KEY."""
+        values = {name: value for name, value in row.items() if name in _UPDATED}
+        key = self._key(str(row["batch_key"]))
+        if not self._connection.execute(
+            sa.update(delivery_ledger).where(key).values(**values)
+        ).rowcount:
+            self._connection.execute(sa.insert(delivery_ledger).values(**row))
+
+    def delivered(self, key: str, rejected: int = 0) -> None:
+        """The batch was sent (written with the next ``begin_many`` or ``flush``).
+
+        ``rejected``: how many of its records the destination refused (already stored as
+        dead letters); a later skip of the batch counts them again as rejected.
+        """
+        entry = self._open[key]
+        entry.status = "delivered"
+        entry.rejected = rejected
+        if rejected:
+            with self._connection.begin():
+                self._connection.execute(
+                    sa.update(delivery_ledger).where(self._key(key)).values(rejected=rejected)
+                )
         self._delivered.append(key)
 
     def adopt(self, key: str) -> None:
@@ -145,9 +194,9 @@ class DeliveryLedger:
     def failed(self, key: str, error: str) -> None:
         """The send raised: keep the error; the batch is sent again next time."""
         now = datetime.now(timezone.utc)
-        with self.engine.begin() as connection:
-            self._write_delivered(connection, now)
-            connection.execute(
+        with self._connection.begin():
+            self._write_delivered(now)
+            self._connection.execute(
                 sa.update(delivery_ledger)
                 .where(self._key(key))
                 .values(status="failed", last_error=error[:_ERROR_LENGTH], updated_at=now)
@@ -157,13 +206,13 @@ class DeliveryLedger:
     def flush(self) -> None:
         """Write the pending "delivered" marks."""
         if self._delivered:
-            with self.engine.begin() as connection:
-                self._write_delivered(connection, datetime.now(timezone.utc))
+            with self._connection.begin():
+                self._write_delivered(datetime.now(timezone.utc))
 
-    def _write_delivered(self, connection: sa.Connection, now: datetime) -> None:
+    def _write_delivered(self, now: datetime) -> None:
         if not self._delivered:
             return
-        connection.execute(
+        self._connection.execute(
             sa.update(delivery_ledger)
             .where(self._scope() & delivery_ledger.c.batch_key.in_(self._delivered))
             .values(status="delivered", run_id=self.run_id, updated_at=now)
@@ -172,6 +221,27 @@ class DeliveryLedger:
 
     def _key(self, key: str) -> sa.ColumnElement[bool]:
         return self._scope() & (delivery_ledger.c.batch_key == key)
+
+
+_UPDATED = ("run_id", "status", "records", "attempts", "rejected", "last_error", "updated_at")
+
+
+def _upsert_statement(dialect: str) -> sa.Executable | None:
+    """A multi-row INSERT that updates an existing entry, where the dialect has one."""
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(delivery_ledger)
+        return insert.on_conflict_do_update(
+            index_elements=["route", "destination", "batch_key"],
+            set_={name: insert.excluded[name] for name in _UPDATED},
+        )
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects import mysql
+
+        insert = mysql.insert(delivery_ledger)
+        return insert.on_duplicate_key_update({name: insert.inserted[name] for name in _UPDATED})
+    return None
 
 
 def settle_run(engine: sa.Engine, route: str, run_id: str) -> int:

@@ -32,6 +32,13 @@ delivery_ledger = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, comment="sending | delivered | failed"),
     sa.Column("records", sa.Integer, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column(
+        "rejected",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        comment="records of the batch the destination refused (now dead letters)",
+    ),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

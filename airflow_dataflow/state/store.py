@@ -93,7 +93,9 @@ class StateStore:
                 for key in {(row["route"], row["run_id"]) for row in rows} - cleared:
                     connection.execute(
                         sa.delete(dead_letters).where(
-                            (dead_letters.c.route == key[0]) & (dead_letters.c.run_id == key[1])
+                            (dead_letters.c.route == key[0])
+                            & (dead_letters.c.run_id == key[1])
+                            & dead_letters.c.destination.is_(None)  # not a delivery's rejections
                         )
                     )
                     cleared.add(key)
@@ -101,6 +103,48 @@ class StateStore:
                     connection.execute(sa.insert(dead_letters), rows)
                     added += len(rows)
         return added
+
+    def add_rejections(
+        self,
+        *,
+        route: str,
+        run_id: str,
+        destination: str,
+        batch_key: str,
+        rejections: Iterable[tuple[Any, str]],
+    ) -> int:
+        """Keep the records a destination refused in one batch, as dead letters.
+
+        Each is positioned ``batch <key>:<n>``; storing the same batch's rejections again (the
+        batch re-sent after a crash) replaces them instead of adding duplicates.
+        """
+        now = datetime.now(timezone.utc)
+        rows = [
+            {
+                "route": route,
+                "run_id": run_id,
+                "rule": None,
+                "destination": destination,
+                "step": None,
+                "reason": reason,
+                "position": f"batch {batch_key[:16]}:{index}",
+                "record": record,
+                "created_at": now,
+            }
+            for index, (record, reason) in enumerate(rejections)
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.delete(dead_letters).where(
+                    (dead_letters.c.route == route)
+                    & (dead_letters.c.destination == destination)
+                    & (dead_letters.c.replayed_at.is_(None))
+                    & dead_letters.c.position.like(f"batch {batch_key[:16]}:%")
+                )
+            )
+            if rows:
+                connection.execute(sa.insert(dead_letters), rows)
+        return len(rows)
 
     def dead_letters(self, route: str, run_id: str | None = None) -> list[dict[str, Any]]:
         """The route's dead letters (of one run when ``run_id`` is given), oldest first."""

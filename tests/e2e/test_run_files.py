@@ -91,6 +91,7 @@ def test_file_source_to_file_and_sqlite_destinations(
         "destinations": {"big": 3, "eu": 3, "rest": 1},
         "routed": {"big": 3, "eu": 3, "rest": 1},
         "held_back": {},
+        "rejected": {},
     }
     (big_file,) = (tmp_path / "out" / "big").iterdir()
     assert read_jsonl(big_file) == [

@@ -236,7 +236,8 @@ def test_killed_right_after_a_commit_the_retry_finds_the_marker(
     )
     assert _ids(db) == list(range(400))
     uncertain = [e for e in ledger_entries(state_engine(), "orders") if e["status"] == "sending"]
-    assert len(uncertain) == 1
+    # the window of 10 batches was marked "sending" at once: 4 arrived, 6 were never sent
+    assert len(uncertain) == database._TableBatchSender.window == 10
     outcome = deliver(route, "out", context, partition)
     assert outcome["skipped"] == 4
     assert _ids(db) == list(range(RECORDS))
@@ -300,3 +301,45 @@ def test_connection_dropped_during_a_load_then_retried(
     dispose_engines()  # the pool's connection is dead, as in a new task process
     assert deliver(route, "out", context, partition)["skipped"] == 5
     assert _ids(db) == list(range(RECORDS))
+
+
+# -- records a destination refuses ------------------------------------------------------------
+
+
+def test_refused_records_become_dead_letters_and_are_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, define_conn: Callable[..., str]
+) -> None:
+    """A sender returning rejections: dead letters with the reason, counts add up, retry-safe."""
+    from airflow_dataflow.destinations.base import Rejection
+    from airflow_dataflow.state.store import StateStore
+
+    path = tmp_path / "dwh.db"
+    db = Database(
+        "sqlite", define_conn(f"sqlite:///{path}", "sqlite"), sa.create_engine(f"sqlite:///{path}")
+    )
+    original = database._TableBatchSender.send
+
+    def refusing(
+        self: Any, batch: list[dict[str, Any]], key: str, token: str, offset: int = 0
+    ) -> Any:
+        accepted = [record for record in batch if record["id"] % 100 != 7]
+        original(self, accepted, key, token, offset)
+        return [
+            Rejection(record, f"422 Unprocessable Entity: id {record['id']} refused")
+            for record in batch
+            if record["id"] % 100 == 7
+        ]
+
+    monkeypatch.setattr(database._TableBatchSender, "send", refusing)
+    route, context, partition = _stage(tmp_path, _database_destination(db), "run-1")
+    outcome = deliver(route, "out", context, partition)
+    assert (outcome["delivered"], outcome["rejected"]) == (RECORDS - 10, 10)
+    assert len(_ids(db)) == RECORDS - 10
+    letters = StateStore.open().dead_letters("orders")
+    assert sorted(letter["record"]["id"] for letter in letters) == list(range(7, RECORDS, 100))
+    assert {letter["destination"] for letter in letters} == {"out"}
+    assert letters[0]["reason"].startswith("422 Unprocessable Entity")
+    # a retry skips every batch, and still reports the same counts
+    again = deliver(route, "out", context, partition)
+    assert (again["delivered"], again["rejected"], again["skipped"]) == (RECORDS - 10, 10, 10)
+    assert len(StateStore.open().dead_letters("orders")) == 10

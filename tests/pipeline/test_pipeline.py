@@ -73,6 +73,7 @@ def test_phases_account_for_every_record(tmp_path: Path) -> None:
         "destinations": {"big": 1, "tiny": 0, "rest": 1},
         "routed": {"big": 1, "tiny": 1, "rest": 1},
         "held_back": {"tiny": 1},
+        "rejected": {},
     }
     assert [chunk["count"] for chunk in routing["partitions"]["big"]["chunks"]] == [1]
     assert read_jsonl(tmp_path / "out" / "big.jsonl") == [{"amount": 500}]

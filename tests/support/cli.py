@@ -54,4 +54,5 @@ def assert_conserved(summary: dict[str, Any]) -> None:
     assert counts["read"] == accounted, counts
     for name, routed in counts["routed"].items():
         delivered = counts["destinations"][name]
-        assert routed == delivered + counts["held_back"].get(name, 0), (name, counts)
+        refused = counts.get("rejected", {}).get(name, 0)
+        assert routed == delivered + counts["held_back"].get(name, 0) + refused, (name, counts)

@@ -49,6 +49,7 @@ airflow: install
 bench: install
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/destinations.py
 
 clean:
 	rm -rf out .airflow .pytest_cache .ruff_cache

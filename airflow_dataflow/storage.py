@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,28 @@ def absolute(location: str, base_dir: str) -> str:
     return os.path.normpath(
         expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
     )
+
+
+def inside(location: str, base_dir: str) -> bool:
+    """Whether ``location`` stays within ``base_dir`` once ``..`` and symlinks are resolved.
+
+    Local paths compare their real paths (a symlink inside ``base_dir`` pointing elsewhere is
+    outside); URLs compare scheme, bucket and normalised path. A local path is never inside a
+    URL base, nor the other way round.
+    """
+    if is_local(location) != is_local(base_dir):
+        return False
+    if is_local(location):
+        real = os.path.realpath(resolve(location))
+        base = os.path.realpath(resolve(base_dir))
+        return os.path.commonpath([real, base]) == base
+    scheme, _, rest = location.partition("://")
+    base_scheme, _, base_rest = base_dir.partition("://")
+    if scheme != base_scheme:
+        return False
+    path = posixpath.normpath("/" + rest)
+    base = posixpath.normpath("/" + base_rest)
+    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def has_glob(location: str) -> bool:

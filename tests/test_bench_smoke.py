@@ -65,6 +65,30 @@ def test_ledger_benchmark_runs_and_writes_its_table(postgres_uri: str, tmp_path:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| baseline: `_TableBatchSender`" in done.stdout
-    assert "PostgreSQL state store" in done.stdout and "Target (overhead under 5%)" in done.stdout
+    assert "PostgreSQL state store" in done.stdout and "Target (overhead under 5%" in done.stdout
     text = out.read_text()
     assert "STALE" not in text and "records/s" in text and text.endswith("Tail.\n")
+
+
+@pytest.mark.integration
+def test_destinations_benchmark_runs_and_writes_its_table(
+    postgres_uri: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "README.md"
+    out.write_text(
+        "# Bench\n\n<!-- destinations-results:start -->\nSTALE\n"
+        "<!-- destinations-results:end -->\n\nTail.\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "destinations.py"), "--records", "3000"]
+        + ["--variants", "insert,upsert,mirror", "--postgres-uri", postgres_uri, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| `deliver`, insert, COPY |" in done.stdout
+    assert "`format: parquet`" in done.stdout and "`format: jsonl`" in done.stdout
+    text = out.read_text()
+    assert "STALE" not in text and "share of COPY's rate" in text and text.endswith("Tail.\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Literal
@@ -128,3 +128,24 @@ class Destination:
         ``batches`` is re-iterable (staging), for destinations that need a first pass.
         """
         return None
+
+
+def mask_in_logs(secret: str | None) -> None:
+    """Hide ``secret`` in every log line (Airflow's masker; task and supervisor processes)."""
+    if secret:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+
+
+def rechunk(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """The records of ``batches`` regrouped into lists of ``size`` (the last may be shorter)."""
+    chunk: Batch = []
+    for batch in batches:
+        for record in batch:
+            chunk.append(record)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk

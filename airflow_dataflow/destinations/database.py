@@ -1,40 +1,55 @@
 """The ``database`` destination: writes records as rows of a SQL table (SQLite, PostgreSQL, MySQL).
 
+- Fields become columns of the same name, or of the name ``column_map`` gives them.
 - A missing table is created from a first pass over all the records (see ``infer_kinds``):
   ``int`` → BIGINT, ``float`` → DOUBLE, ``bool`` → BOOLEAN, ``str`` → TEXT (VARCHAR(255) for key
   columns, so MySQL can index them), dict/list → TEXT holding JSON, only nulls → TEXT;
   ``columns`` overrides per column (``json`` → the dialect's JSON type, ``datetime`` →
   TIMESTAMP, stored in UTC). ``key`` columns are the primary key. The table is created before
   any transaction (MySQL commits DDL implicitly), so a failed delivery can leave it behind,
-  empty, for the retry.
-- A record field the table has no column for is an error (the table is never altered). A
-  field missing from a record is not written: the column's default on insert, unchanged on upsert.
+  empty, for the retry. Column names must be identifiers (letters, digits, ``_``).
+- A field the table has no column for: ``on_new_column: fail`` (default) is an error naming
+  the fields; ``ignore`` drops them; ``add`` adds the columns (``ALTER TABLE ... ADD COLUMN``,
+  typed like a created table's from the values of the batch where the field first appears;
+  for ``replace``/``mirror`` from all the records, before the transaction). A field missing
+  from a record is not written: the column's default on insert, unchanged on upsert.
+- Values are converted to what their column takes (an integer column takes ``5``, ``5.0``,
+  ``"5"``, ``true``; a text column takes strings as they are and other values as JSON text...);
+  a record with a value its column cannot take, or (upsert, mirror) without a key value, is
+  refused: it goes to the dead letters with the reason, and the rest of its batch is written.
 - In a route run (``open_batches``), ``insert`` and ``upsert`` write each batch of
   ``batch_size`` records in its own transaction, and the delivery ledger skips the batches
   already written when a task is retried (DESIGN.md, "Data flow" step 3). ``insert`` also
   writes a marker row (``_dataflow_batches``, same schema as the table) in the batch's
   transaction, so a batch whose ledger entry stayed "sending" (the process died around the
   COMMIT) is recognised as written instead of inserted twice; ``upsert`` is idempotent by
-  itself. ``replace`` deletes every row, then inserts the records, all in ONE transaction
-  (``deliver``), so readers never see a half-replaced table; a delivery without records
-  changes nothing. ``upsert`` uses the dialect's ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY
+  itself. ``upsert`` uses the dialect's ``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY
   UPDATE`` on ``key`` (records sharing a key within a batch merge, the later fields winning).
+- ``replace`` and ``mirror`` are whole deliveries, ONE transaction each (``deliver``; one
+  ledger entry), so readers never see a half-replaced table. ``replace`` deletes every row,
+  then inserts the records. ``mirror`` upserts the records, keeps their keys in a temporary
+  table, then deletes the rows whose key is not among them: the table ends up holding exactly
+  the delivery's snapshot, and rows that did not change keep their identity. Both are
+  idempotent, so a retry (of a transaction whose COMMIT was in doubt, too) is safe.
+- On PostgreSQL (psycopg 3), large groups of rows are written with ``COPY`` (see
+  ``database_sql``), in the same transaction as the batch's marker row.
+- A lost connection (or one that cannot be made) is retried with ``RetryPolicy`` (backoff,
+  full jitter), ``max_attempts`` in all; a batch whose COMMIT was in doubt is first looked up
+  by its marker row. Then the task fails, and Airflow's task retries take over.
 - ``deliver`` (used directly, without the ledger) writes any mode in one transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from airflow_dataflow.destinations.base import (
     Batch,
@@ -42,7 +57,26 @@ from airflow_dataflow.destinations.base import (
     DeliveryResult,
     Destination,
     DestinationSettings,
+    Rejection,
 )
+from airflow_dataflow.destinations.database_rows import (
+    ColumnKind,
+    OnNewColumn,
+    Record,
+    RowBuilder,
+    Rows,
+    infer_kinds,
+)
+from airflow_dataflow.destinations.database_sql import (
+    KeySet,
+    TableWriter,
+    add_columns,
+    build_table,
+    has_unique_key,
+    reflect_table,
+    upsert_statement,
+)
+from airflow_dataflow.destinations.policy import RateLimiter, RetryPolicy
 from airflow_dataflow.errors import DestinationError
 from airflow_dataflow.hooks.sql import (
     connect,
@@ -52,14 +86,22 @@ from airflow_dataflow.hooks.sql import (
     unavailable_error_class,
 )
 
+__all__ = [
+    "MARKER_TABLE",
+    "DatabaseDestination",
+    "DatabaseSettings",
+    "build_table",
+    "infer_kinds",
+    "reflect_table",
+    "upsert_statement",
+]
+
 log = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ColumnKind = Literal["int", "float", "str", "bool", "json", "datetime"]
-Record = dict[str, Any]
-Converter = Callable[[Any], Any]
+MAX_IDENTIFIER_LENGTH = 63  # PostgreSQL's limit; MySQL's is 64
+Mode = Literal["insert", "upsert", "replace", "mirror"]
 
-_KEY_STRING_LENGTH = 255
 MARKER_TABLE = "_dataflow_batches"
 MARKER_RETENTION = dt.timedelta(days=7)
 _NOTHING_WRITTEN = "nothing was written"
@@ -76,15 +118,36 @@ _ROLLED_BACK = (
 class DatabaseSettings(DestinationSettings):
     """Settings of ``{type: database}``: the table records are written to, and how."""
 
-    type: Literal["database"]
+    type: Literal["database"]  # type: ignore[assignment]
     connection: str = Field(min_length=1, description="Airflow connection id")
     table: str = Field(description="table name, optionally schema.table")
-    mode: Literal["insert", "upsert", "replace"] = "insert"
+    mode: Mode = Field(
+        default="insert",
+        description="insert; upsert (by key); replace (the whole table, one transaction); "
+        "mirror (upsert, then delete rows whose key is not delivered; one transaction)",
+    )
     key: list[str] = Field(default_factory=list, description="key columns (primary key)")
     columns: dict[str, ColumnKind] | None = Field(
-        default=None, description="explicit column types for a table this destination creates"
+        default=None, description="explicit column types for columns this destination creates"
     )
-    batch_size: int = Field(default=1000, ge=1)
+    column_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="record field -> column name; other fields keep their name",
+    )
+    on_new_column: OnNewColumn = Field(
+        default="fail",
+        description="a field the table has no column for: fail, ignore (drop it) or add "
+        "(ALTER TABLE ADD COLUMN, type inferred)",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, description="records per transaction and ledger entry"
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="attempts at a batch when the connection is lost or cannot be made "
+        "(counting the first); then the task fails and Airflow retries it",
+    )
 
     @field_validator("table")
     @classmethod
@@ -111,10 +174,22 @@ class DatabaseSettings(DestinationSettings):
         _check_identifiers(list(value or ()), "columns")
         return value
 
+    @field_validator("column_map")
+    @classmethod
+    def _check_column_map(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(not name for name in value):
+            raise ValueError("column_map: a field name is empty")
+        _check_identifiers(list(value.values()), "column_map")
+        targets = list(value.values())
+        twice = sorted({name for name in targets if targets.count(name) > 1})
+        if twice:
+            raise ValueError(f"column_map: several fields map to column(s) {', '.join(twice)}")
+        return value
+
     @model_validator(mode="after")
     def _check_mode(self) -> DatabaseSettings:
-        if self.mode == "upsert" and not self.key:
-            raise ValueError("mode upsert needs key: the columns that identify a row")
+        if self.mode in ("upsert", "mirror") and not self.key:
+            raise ValueError(f"mode {self.mode} needs key: the columns that identify a row")
         return self
 
     @property
@@ -127,9 +202,16 @@ class DatabaseSettings(DestinationSettings):
 
 
 def _check_identifiers(names: list[str], setting: str) -> None:
-    bad = [name for name in names if not IDENTIFIER.match(name)]
+    bad = [name for name in names if not _is_identifier(name)]
     if bad:
-        raise ValueError(f"{setting}: {', '.join(map(repr, bad))} must match {IDENTIFIER.pattern}")
+        raise ValueError(
+            f"{setting}: {', '.join(map(repr, bad))} must match {IDENTIFIER.pattern} "
+            f"(at most {MAX_IDENTIFIER_LENGTH} characters)"
+        )
+
+
+def _is_identifier(name: str) -> bool:
+    return bool(IDENTIFIER.match(name)) and len(name) <= MAX_IDENTIFIER_LENGTH
 
 
 class DatabaseDestination(Destination):
@@ -141,29 +223,138 @@ class DatabaseDestination(Destination):
     def target(self) -> str:
         return f"{self.settings.connection}:{self.settings.table}"
 
+    def retry_policy(self) -> RetryPolicy:
+        """Retries of a lost or refused connection (``max_attempts``)."""
+        return RetryPolicy(max_attempts=self.settings.max_attempts)
+
+    # ------------------------------------------------------------------ batch by batch
+
     def open_batches(self, batches: Iterable[Batch]) -> BatchSender | None:
         """Batch-by-batch writing for ``insert`` and ``upsert`` (see the module docstring).
 
-        ``replace`` returns ``None``: it is one transaction, through ``deliver``.
+        ``replace`` and ``mirror`` return ``None``: each is one transaction, through ``deliver``.
         """
-        if self.settings.mode == "replace":
+        if self.settings.mode in ("replace", "mirror"):
             return None
-        engine = self._engine()
-        if next(iter(batches), None) is None:
+        policy = self.retry_policy()
+        engine, table = policy.call(partial(self._open_table, batches), what="opening the table")
+        if table is None:
             return _NothingToSend()
-        table = self._table(engine, batches)
-        markers = _Markers(engine, self) if self.settings.mode == "insert" else None
-        writer = _Writer(
-            table, engine.dialect.name, self.settings.mode, self.settings.key, self._where()
+        markers = None
+        if self.settings.mode == "insert":
+            markers = policy.call(partial(_Markers, engine, self), what="opening the markers")
+        return _TableBatchSender(self, engine, table, markers, policy)
+
+    # ------------------------------------------------------------------ one transaction
+
+    def deliver(self, batches: Iterable[list[Record]]) -> DeliveryResult:
+        """Writes every record of ``batches`` in one transaction (see the module docstring).
+
+        ``batches`` is read more than once (to infer new columns, then to write); a one-shot
+        iterator is therefore read into memory first.
+        """
+        if iter(batches) is batches:
+            batches = list(batches)
+        result = DeliveryResult(locations=[self.target()])
+        chunks = rechunk(batches, self.settings.batch_size)
+        first = next(chunks, None)
+        if first is None:
+            log.info("no records for %s: table %s left as it is", self.name, self.settings.table)
+            return result
+        policy = self.retry_policy()
+        engine, table = policy.call(
+            partial(self._open_table, batches, whole=True), what="opening the table"
         )
-        conn = connect(
-            engine,
-            self.settings.connection,
-            route=self.context.route,
-            setting=self._setting("connection"),
-            error_class=DestinationError,
+        assert table is not None  # there are records
+        RateLimiter(self.settings.rate_limit).acquire()
+        attempts = iter([_prepend(first, chunks)])  # the first attempt goes on reading them
+
+        def write() -> tuple[int, list[Rejection]]:
+            again = rechunk(batches, self.settings.batch_size)
+            return self._write_all(engine, table, next(attempts, again))
+
+        result.delivered, result.rejections = policy.call(
+            write, what=f"the delivery to {self.settings.table}"
         )
-        return _TableBatchSender(self, conn, writer, markers)
+        log.info(
+            "delivered %d records to %s (%d refused)",
+            result.delivered,
+            result.locations[0],
+            len(result.rejections),
+        )
+        return result
+
+    def _write_all(
+        self, engine: sa.Engine, table: sa.Table, chunks: Iterator[list[Record]]
+    ) -> tuple[int, list[Rejection]]:
+        """All records in one transaction: committed together or not at all."""
+        conn = self._connect(engine)
+        mode = self.settings.mode
+        writer = TableWriter(
+            table, engine.dialect, upsert=mode in ("upsert", "mirror"), key=self.settings.key
+        )
+        keys = KeySet(table, self.settings.key, engine.dialect.name) if mode == "mirror" else None
+        write = _WholeWrite(self.rows_builder(table, engine.dialect.name), writer, keys)
+        try:
+            with conn:
+                try:
+                    writer.prepare(conn)
+                    with conn.begin():
+                        write.run(conn, chunks, replace=mode == "replace")
+                except BaseException:
+                    if keys is not None:
+                        _discard(conn, keys)
+                    raise
+                finally:
+                    writer.close(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._whole_error(exc, write.step) from exc
+        except DestinationError as exc:  # records the table cannot take
+            raise type(exc)(f"{exc}; {_ROLLED_BACK}") from exc
+        if keys is not None:
+            log.info("mirror: deleted %d rows whose key is no longer in the source", write.deleted)
+        return write.delivered, write.rejections
+
+    def _whole_error(self, exc: sa.exc.SQLAlchemyError, step: str) -> DestinationError:
+        if not (step.startswith("committing") and is_disconnect(exc)):
+            return self._error(exc, f"{step} failed", _ROLLED_BACK)
+        if self.settings.mode == "insert":  # not idempotent: do not retry blindly
+            return DestinationError(
+                f"{self._where()}: {step} failed: {driver_message(exc)}; the connection was "
+                "lost during COMMIT, so whether the database committed the delivery is "
+                "unknown; check the table before re-running"
+            )
+        return self._error(
+            exc,
+            f"{step} failed",
+            f"the connection was lost during COMMIT; writing the delivery again is safe "
+            f"(mode {self.settings.mode} is idempotent)",
+        )
+
+    # ------------------------------------------------------------------ the table
+
+    def _open_table(
+        self, batches: Iterable[list[Record]], *, whole: bool = False
+    ) -> tuple[sa.Engine, sa.Table | None]:
+        """The engine, and the table (created, or given new columns), or None without records.
+
+        ``whole`` (``deliver``, which knows there are records): new columns for all records.
+        """
+        engine = self._engine()
+        if not whole and next((batch for batch in batches if batch), None) is None:
+            return engine, None
+        try:
+            table = reflect_table(engine, self.settings.schema_name, self.settings.table_name)
+            if table is None:
+                table = self._create_table(engine, batches)
+            elif whole and self.settings.on_new_column == "add":
+                table = self.add_new_columns(engine, table, self._mapped(batches))
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error(
+                exc, "cannot read, create or alter the table", _NOTHING_WRITTEN
+            ) from exc
+        self._check_key(table)
+        return engine, table
 
     def _engine(self) -> sa.Engine:
         return sql_engine(
@@ -173,61 +364,85 @@ class DatabaseDestination(Destination):
             error_class=DestinationError,
         )
 
-    def deliver(self, batches: Iterable[list[Record]]) -> DeliveryResult:
-        """Writes every record of ``batches`` in one transaction (see the module docstring).
-
-        ``batches`` is read twice when the table must be created (once to infer its columns);
-        a one-shot iterator is therefore read into memory first.
-        """
-        engine = self._engine()
-        if iter(batches) is batches:
-            batches = list(batches)
-        chunks = rechunk(batches, self.settings.batch_size)
-        first = next(chunks, None)
-        result = DeliveryResult(locations=[f"{self.settings.connection}:{self.settings.table}"])
-        if first is None:
-            log.info("no records for %s: table %s left as it is", self.name, self.settings.table)
-            return result
-        table = self._table(engine, batches)
-        writer = _Writer(
-            table, engine.dialect.name, self.settings.mode, self.settings.key, self._where()
-        )
-        result.delivered = self._write(engine, writer, _prepend(first, chunks))
-        log.info("delivered %d records to %s", result.delivered, result.locations[0])
-        return result
-
-    def _write(self, engine: sa.Engine, writer: _Writer, chunks: Iterator[list[Record]]) -> int:
-        """All ``chunks`` in one transaction: committed together or not at all."""
-        conn = connect(
+    def _connect(self, engine: sa.Engine) -> sa.Connection:
+        return connect(
             engine,
             self.settings.connection,
             route=self.context.route,
             setting=self._setting("connection"),
             error_class=DestinationError,
         )
-        delivered = 0
-        step = "starting the transaction"
-        try:
-            with conn, conn.begin():
-                if self.settings.mode == "replace":
-                    step = "deleting the existing rows"
-                    conn.execute(writer.table.delete())
-                for chunk in chunks:
-                    step = f"writing records {delivered}-{delivered + len(chunk) - 1}"
-                    delivered += writer.write(conn, chunk, delivered)
-                step = f"committing the {delivered} records"
-        except sa.exc.SQLAlchemyError as exc:
-            if step.startswith("committing") and is_disconnect(exc):
-                outcome = (
-                    "the connection was lost during COMMIT, so whether the database committed "
-                    "the delivery is unknown; check the table before re-running"
-                )
-            else:
-                outcome = _ROLLED_BACK
-            raise self._error(exc, f"{step} failed", outcome) from exc
-        except DestinationError as exc:  # a record the table cannot take
-            raise type(exc)(f"{exc}; {_ROLLED_BACK}") from exc
-        return delivered
+
+    def _mapped(self, batches: Iterable[list[Record]]) -> Iterator[Record]:
+        """Every record, its fields renamed by ``column_map``."""
+        column_map = self.settings.column_map
+        for batch in batches:
+            for record in batch:
+                yield {column_map.get(k, k): v for k, v in record.items()} if column_map else record
+
+    def _create_table(self, engine: sa.Engine, batches: Iterable[list[Record]]) -> sa.Table:
+        kinds = infer_kinds(self._mapped(batches), self.settings.key, self.settings.columns or {})
+        self._check_new_columns(list(kinds))
+        table = build_table(
+            self.settings.schema_name, self.settings.table_name, kinds, self.settings.key
+        )
+        table.metadata.create_all(engine, checkfirst=True)
+        log.info("created table %s with columns %s", self.settings.table, kinds)
+        return table
+
+    def add_new_columns(
+        self, engine: sa.Engine, table: sa.Table, records: Iterable[Record]
+    ) -> sa.Table:
+        """``table`` with a column added for each field of ``records`` it has none for."""
+        columns = {column.name for column in table.columns}
+        new = [{k: v for k, v in r.items() if k not in columns} for r in records]
+        explicit = {k: v for k, v in (self.settings.columns or {}).items() if k not in columns}
+        kinds = {k: v for k, v in infer_kinds(new, [], {}).items() if k not in columns}
+        kinds.update((k, v) for k, v in explicit.items() if k in kinds)
+        if not kinds:
+            return table
+        self._check_new_columns(list(kinds))
+        with engine.begin() as conn:
+            added = add_columns(conn, table, kinds)
+        log.info("added column(s) %s to table %s", added or list(kinds), self.settings.table)
+        altered = reflect_table(engine, table.schema, table.name)
+        return table if altered is None else altered
+
+    def _check_new_columns(self, names: list[str]) -> None:
+        bad = [name for name in names if not _is_identifier(name)]
+        if bad:
+            raise DestinationError(
+                f"{self._where()}: field(s) {', '.join(map(repr, bad))} cannot be column names "
+                f"(letters, digits and _, not starting with a digit, at most "
+                f"{MAX_IDENTIFIER_LENGTH} characters); rename them with column_map or a "
+                f"transform"
+            )
+
+    def _check_key(self, table: sa.Table) -> None:
+        key = self.settings.key
+        missing = [name for name in key if name not in table.c]
+        if missing:
+            raise DestinationError(
+                f"{self._where()}: key column(s) {', '.join(missing)} not in the table"
+            )
+        if self.settings.mode in ("upsert", "mirror") and not has_unique_key(table, key):
+            raise DestinationError(
+                f"{self._where()}: mode {self.settings.mode} needs a primary key or unique "
+                f"index on ({', '.join(key)}), the table has none"
+            )
+
+    def rows_builder(self, table: sa.Table, dialect: str) -> RowBuilder:
+        return RowBuilder(
+            table,
+            dialect,
+            key=self.settings.key,
+            merge_keys=self.settings.mode in ("upsert", "mirror"),
+            column_map=self.settings.column_map,
+            on_new_column=self.settings.on_new_column,
+            where=self._where(),
+        )
+
+    # ------------------------------------------------------------------ errors
 
     def _error(
         self, exc: sa.exc.SQLAlchemyError, what: str, outcome: str | None = None
@@ -239,39 +454,6 @@ class DatabaseDestination(Destination):
             message += f"; {outcome}"
         return (error_class or DestinationError)(message)
 
-    def _table(self, engine: sa.Engine, batches: Iterable[list[Record]]) -> sa.Table:
-        try:
-            table = reflect_table(engine, self.settings.schema_name, self.settings.table_name)
-            if table is None:
-                table = self._create_table(engine, batches)
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc, "cannot read or create the table", _NOTHING_WRITTEN) from exc
-        self._check_key(table)
-        return table
-
-    def _create_table(self, engine: sa.Engine, batches: Iterable[list[Record]]) -> sa.Table:
-        records = (record for batch in batches for record in batch)
-        kinds = infer_kinds(records, self.settings.key, self.settings.columns or {})
-        table = build_table(
-            self.settings.schema_name, self.settings.table_name, kinds, self.settings.key
-        )
-        table.metadata.create_all(engine, checkfirst=True)
-        log.info("created table %s with columns %s", self.settings.table, kinds)
-        return table
-
-    def _check_key(self, table: sa.Table) -> None:
-        key = self.settings.key
-        missing = [name for name in key if name not in table.c]
-        if missing:
-            raise DestinationError(
-                f"{self._where()}: key column(s) {', '.join(missing)} not in the table"
-            )
-        if self.settings.mode == "upsert" and not has_unique_key(table, key):
-            raise DestinationError(
-                f"{self._where()}: mode upsert needs a primary key or unique index on "
-                f"({', '.join(key)}), the table has none"
-            )
-
     def _setting(self, name: str) -> str:
         return f"destinations.{self.name}.{name}"
 
@@ -280,6 +462,54 @@ class DatabaseDestination(Destination):
             f"route {self.context.route!r}: destination {self.name!r} "
             f"(table {self.settings.table!r} on {self.settings.connection!r})"
         )
+
+
+class _WholeWrite:
+    """The body of a one-transaction delivery; keeps its step and counts for the caller."""
+
+    def __init__(self, builder: RowBuilder, writer: TableWriter, keys: KeySet | None) -> None:
+        self.builder = builder
+        self.writer = writer
+        self.keys = keys
+        self.step = "starting the transaction"
+        self.delivered = 0
+        self.deleted = 0
+        self.rejections: list[Rejection] = []
+
+    def run(self, conn: sa.Connection, chunks: Iterator[list[Record]], *, replace: bool) -> None:
+        if replace:
+            self.step = "deleting the existing rows"
+            conn.execute(self.writer.table.delete())
+        if self.keys is not None:
+            self.step = "creating the temporary table of keys"
+            self.keys.create(conn)
+        offset = 0
+        for chunk in chunks:
+            self.step = f"writing records {offset}-{offset + len(chunk) - 1}"
+            rows = self.builder.build(chunk, offset)
+            for group in rows.groups:
+                self.writer.write(conn, group, self.keys)
+            if self.keys is not None:
+                self.keys.add_keys(conn, rows.refused_keys)  # refused: their rows are kept
+            self.rejections += rows.rejections
+            self.delivered += len(chunk) - len(rows.rejections)
+            offset += len(chunk)
+        if self.keys is not None:
+            self.step = "deleting the rows whose key is no longer in the source"
+            self.deleted = self.keys.delete_missing(conn)
+            self.keys.drop(conn)
+        self.step = f"committing the {self.delivered} records"
+
+
+def _discard(conn: sa.Connection, keys: KeySet) -> None:
+    """Drop mirror's key table after a failure (MySQL keeps temporary tables of a rollback)."""
+    if conn.invalidated or conn.closed:
+        return
+    try:
+        with conn.begin():
+            keys.drop(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        log.debug("could not drop %s: %s", keys.table.name, exc)
 
 
 class _NothingToSend(BatchSender):
@@ -312,6 +542,7 @@ class _Markers:
             sa.Column("written_at", sa.DateTime(), nullable=False),
             schema=destination.settings.schema_name,
         )
+        self.insert = self.table.insert()
         try:
             self.table.create(engine, checkfirst=True)
             with engine.begin() as conn:
@@ -329,15 +560,16 @@ class _Markers:
 
     def add(self, conn: sa.Connection, key: str, token: str, records: int) -> None:
         conn.execute(
-            self.table.insert().values(
-                batch_key=key,
-                token=token,
-                route=self.route,
-                destination=self.name,
-                target_table=self.table_name,
-                records=records,
-                written_at=_utc_now(),
-            )
+            self.insert,
+            {
+                "batch_key": key,
+                "token": token,
+                "route": self.route,
+                "destination": self.name,
+                "target_table": self.table_name,
+                "records": records,
+                "written_at": _utc_now(),
+            },
         )
 
     def has(self, conn: sa.Connection, key: str, token: str) -> bool:
@@ -352,30 +584,84 @@ def _utc_now() -> dt.datetime:
 
 
 class _TableBatchSender(BatchSender):
-    """Writes each batch in its own transaction (with its marker row in ``insert`` mode)."""
+    """Writes each batch in its own transaction (with its marker row in ``insert`` mode).
+
+    Marker rows (insert) or idempotent upserts make a batch in doubt safe, so the ledger may
+    mark ``window`` batches "sending" at once.
+    """
+
+    window = 10
 
     def __init__(
         self,
         destination: DatabaseDestination,
-        conn: sa.Connection,
-        writer: _Writer,
+        engine: sa.Engine,
+        table: sa.Table,
         markers: _Markers | None,
+        policy: RetryPolicy,
     ) -> None:
         self.destination = destination
-        self.conn = conn
-        self.writer = writer
+        self.engine = engine
         self.markers = markers
+        self.policy = policy
+        self.limiter = RateLimiter(destination.settings.rate_limit)
+        self.conn: sa.Connection | None = None
+        self.in_doubt = False  # the last attempt lost the connection during COMMIT
+        self._use(table)
 
-    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> None:
-        step = f"writing records {offset}-{offset + len(batch) - 1}"
+    def _use(self, table: sa.Table) -> None:
+        dialect = self.engine.dialect
+        settings = self.destination.settings
+        self.builder = self.destination.rows_builder(table, dialect.name)
+        self.writer = TableWriter(
+            table, dialect, upsert=settings.mode == "upsert", key=settings.key
+        )
+
+    def send(self, batch: Batch, key: str, token: str, offset: int = 0) -> list[Rejection]:
+        self.limiter.acquire()
+        rows = self._rows(batch, offset)
+        what = f"writing records {offset}-{offset + len(batch) - 1}"
+        self.policy.call(partial(self._send_once, rows, key, token, what, len(batch)), what=what)
+        return rows.rejections
+
+    def _rows(self, batch: Batch, offset: int) -> Rows:
+        """The batch's rows; with ``on_new_column: add``, its new fields become columns first."""
+        if self.destination.settings.on_new_column == "add":
+            mapped = self.builder.mapped(batch)
+            if self.builder.unknown_fields(mapped):
+                self._close_writer()
+                table = self.policy.call(partial(self._add_columns, mapped), what="adding columns")
+                self._use(table)
+        return self.builder.build(batch, offset)
+
+    def _add_columns(self, records: list[Record]) -> sa.Table:
         try:
-            with self.conn.begin():
-                self.writer.write(self.conn, batch, offset)
-                if self.markers is not None:
-                    self.markers.add(self.conn, key, token, len(batch))
-                step = f"committing records {offset}-{offset + len(batch) - 1}"
+            return self.destination.add_new_columns(self.engine, self.writer.table, records)
         except sa.exc.SQLAlchemyError as exc:
-            if step.startswith("committing") and is_disconnect(exc):
+            raise self.destination._error(exc, "cannot add columns", _BATCH_ROLLED_BACK) from exc
+
+    def _send_once(self, rows: Rows, key: str, token: str, what: str, records: int) -> None:
+        conn = self._connection()
+        if self.in_doubt and self.markers is not None and self._arrived(conn, key, token):
+            self.in_doubt = False
+            return
+        self.in_doubt = False
+        step = what
+        try:
+            self.writer.prepare(conn)
+            with conn.begin():
+                last = len(rows.groups) - 1
+                for index, group in enumerate(rows.groups):
+                    self.writer.write(conn, group, then_commit=index == last)
+                if self.markers is not None:
+                    self.markers.add(conn, key, token, records)
+                step = what.replace("writing", "committing", 1)
+        except sa.exc.SQLAlchemyError as exc:
+            committing = step.startswith("committing")
+            if is_disconnect(exc):
+                self._lost()
+                self.in_doubt = committing
+            if committing and is_disconnect(exc):
                 outcome = "the connection was lost during COMMIT; a retry " + (
                     "checks the batch's marker row and writes it only if it is missing"
                     if self.markers is not None
@@ -384,71 +670,49 @@ class _TableBatchSender(BatchSender):
             else:
                 outcome = _BATCH_ROLLED_BACK
             raise self.destination._error(exc, f"{step} failed", outcome) from exc
-        except DestinationError as exc:  # a record the table cannot take
-            raise type(exc)(f"{exc}; {_BATCH_ROLLED_BACK}") from exc
+
+    def _connection(self) -> sa.Connection:
+        if self.conn is None or self.conn.invalidated or self.conn.closed:
+            self._lost()
+            self.conn = self.destination._connect(self.engine)
+        return self.conn
+
+    def _lost(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _arrived(self, conn: sa.Connection, key: str, token: str) -> bool:
+        assert self.markers is not None
+        try:
+            return self.markers.has(conn, key, token)
+        except sa.exc.SQLAlchemyError as exc:
+            if is_disconnect(exc):
+                self._lost()
+            raise self.destination._error(exc, "cannot read the marker table") from exc
+        finally:
+            if self.conn is not None and self.conn.in_transaction():
+                self.conn.rollback()
 
     def received(self, key: str, token: str) -> bool:
         if self.markers is None:
             return False
-        try:
-            return self.markers.has(self.conn, key, token)
-        except sa.exc.SQLAlchemyError as exc:
-            raise self.destination._error(exc, "cannot read the marker table") from exc
-        finally:
-            if self.conn.in_transaction():
-                self.conn.rollback()
+        return self.policy.call(
+            lambda: self._arrived(self._connection(), key, token), what="reading the marker table"
+        )
+
+    def _close_writer(self) -> None:
+        if self.conn is not None and not self.conn.invalidated and not self.conn.closed:
+            self.writer.close(self.conn)
 
     def close(self) -> None:
-        self.conn.close()
+        self._close_writer()
+        self._lost()
 
 
-class _Writer:
-    """Turns chunks of records into INSERT/upsert executions on one table."""
-
-    def __init__(
-        self, table: sa.Table, dialect: str, mode: str, key: list[str], where: str
-    ) -> None:
-        self.table = table
-        self.dialect = dialect
-        self.mode = mode
-        self.key = key
-        self.where = where
-        self.converters = {column.name: converter(column, dialect) for column in table.columns}
-
-    def write(self, conn: sa.Connection, chunk: list[Record], offset: int) -> int:
-        """Writes ``chunk`` (records ``offset`` onwards) and returns how many records it held."""
-        rows = [self._row(record, offset + index) for index, record in enumerate(chunk)]
-        if self.mode == "upsert":
-            rows = merge_by_key(rows, self.key)
-        for fields, group in group_by_fields(rows).items():
-            conn.execute(self._statement(fields), group)
-        return len(chunk)
-
-    def _row(self, record: Record, index: int) -> Record:
-        unknown = [field for field in record if field not in self.converters]
-        if unknown:
-            raise DestinationError(
-                f"{self.where}: record {index} has field(s) "
-                f"{', '.join(map(repr, unknown))} that are not columns of the table; add the "
-                f"columns or drop the fields with a transform"
-            )
-        missing_key = [name for name in self.key if record.get(name) is None]
-        if self.mode == "upsert" and missing_key:
-            raise DestinationError(
-                f"{self.where}: record {index} has no value for key "
-                f"column(s) {', '.join(missing_key)}"
-            )
-        try:
-            return {field: self.converters[field](value) for field, value in record.items()}
-        except (TypeError, ValueError) as exc:
-            raise DestinationError(
-                f"{self.where}: record {index} has a value the table cannot take: {exc}"
-            ) from exc
-
-    def _statement(self, fields: tuple[str, ...]) -> sa.Executable:
-        if self.mode != "upsert":
-            return self.table.insert()
-        return upsert_statement(self.table, fields, self.key, self.dialect)
+def _prepend(first: list[Record], rest: Iterator[list[Record]]) -> Iterator[list[Record]]:
+    yield first
+    yield from rest
 
 
 def rechunk(batches: Iterable[list[Record]], size: int) -> Iterator[list[Record]]:
@@ -462,204 +726,3 @@ def rechunk(batches: Iterable[list[Record]], size: int) -> Iterator[list[Record]
                 chunk = []
     if chunk:
         yield chunk
-
-
-def _prepend(first: list[Record], rest: Iterator[list[Record]]) -> Iterator[list[Record]]:
-    yield first
-    yield from rest
-
-
-def reflect_table(engine: sa.Engine, schema: str | None, name: str) -> sa.Table | None:
-    """The existing table ``schema.name``, or ``None`` when there is none."""
-    if not sa.inspect(engine).has_table(name, schema=schema):
-        return None
-    table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
-    for column in table.columns:
-        if isinstance(column.type, sa.JSON):
-            column.type.none_as_null = True  # a missing value is SQL NULL, not JSON 'null'
-    return table
-
-
-def infer_kinds(
-    records: Iterable[Record], key: list[str], explicit: dict[str, ColumnKind]
-) -> dict[str, str]:
-    """Column kinds from the values of ALL ``records`` (streamed; one pass).
-
-    One column per field of any record, key columns first, then in first-seen order (a field
-    first seen in the last record still gets a column). A field's kind is that of its non-null
-    values: ``bool``, ``int``, ``float``, ``str`` or ``json_text`` (dict/list). Values mixing
-    ``int`` and ``float`` make ``float``; any other mix (e.g. ``int`` and ``str``, ``bool`` and
-    ``int``, ``str`` and a dict) makes ``str``, a TEXT column holding strings as they are and
-    other values as JSON text (``5``, ``true``, ``{"a": 1}``). Only nulls make ``str``.
-    ``explicit`` (the ``columns`` setting) wins, and adds columns no record has.
-    """
-    seen: dict[str, set[str]] = {name: set() for name in key}
-    for record in records:
-        for field, value in record.items():
-            kinds = seen.setdefault(field, set())
-            if value is not None:
-                kinds.add(_kind_of(value))
-    for name in explicit:
-        seen.setdefault(name, set())
-    return {name: explicit.get(name) or _merge_kinds(kinds) for name, kinds in seen.items()}
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, dict | list):
-        return "json_text"
-    return "str"
-
-
-def _merge_kinds(kinds: set[str]) -> str:
-    if len(kinds) == 1:
-        return next(iter(kinds))
-    if kinds == {"int", "float"}:
-        return "float"
-    return "str"  # none (only nulls) or incompatible kinds: text
-
-
-def build_table(schema: str | None, name: str, kinds: dict[str, str], key: list[str]) -> sa.Table:
-    """A ``Table`` with one column per kind; ``key`` columns form the primary key."""
-    columns = [
-        sa.Column(
-            column,
-            _column_type(kind, is_key=column in key),
-            primary_key=column in key,
-            autoincrement=False,
-        )
-        for column, kind in kinds.items()
-    ]
-    return sa.Table(name, sa.MetaData(), *columns, schema=schema)
-
-
-def _column_type(kind: str, *, is_key: bool) -> sa.types.TypeEngine[Any]:
-    if kind == "int":
-        return sa.BigInteger()
-    if kind == "float":
-        return sa.Double()
-    if kind == "bool":
-        return sa.Boolean()
-    if kind == "datetime":  # MySQL DATETIME keeps whole seconds unless given fsp
-        return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-    if is_key:
-        return sa.String(_KEY_STRING_LENGTH)
-    if kind == "json":
-        return sa.JSON(none_as_null=True)
-    return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # TEXT is 64 KB there
-
-
-def has_unique_key(table: sa.Table, key: list[str]) -> bool:
-    """Whether the table's primary key, a unique constraint or a unique index is exactly ``key``."""
-    wanted = set(key)
-    candidates = [{column.name for column in table.primary_key.columns}]
-    candidates += [
-        {column.name for column in constraint.columns}
-        for constraint in table.constraints
-        if isinstance(constraint, sa.UniqueConstraint)
-    ]
-    candidates += [
-        {column.name for column in index.columns} for index in table.indexes if index.unique
-    ]
-    return wanted in candidates
-
-
-def merge_by_key(rows: list[Record], key: list[str]) -> list[Record]:
-    """One row per key value, later fields winning (what sequential upserts would leave)."""
-    merged: dict[tuple[Any, ...], Record] = {}
-    for row in rows:
-        ident = tuple(row[name] for name in key)
-        merged[ident] = {**merged[ident], **row} if ident in merged else row
-    return list(merged.values())
-
-
-def group_by_fields(rows: list[Record]) -> dict[tuple[str, ...], list[Record]]:
-    """Rows grouped by their field names, so each group is one executemany."""
-    groups: dict[tuple[str, ...], list[Record]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(row)), []).append(row)
-    return groups
-
-
-def upsert_statement(
-    table: sa.Table, fields: tuple[str, ...], key: list[str], dialect: str
-) -> sa.Executable:
-    """INSERT that updates ``fields`` (except the key) of the row whose ``key`` already exists.
-
-    On MySQL/MariaDB, ``ON DUPLICATE KEY UPDATE`` fires on any unique key of the table.
-    """
-    updates = [field for field in fields if field not in key]
-    if dialect in ("sqlite", "postgresql"):
-        dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = dialect_insert(table)
-        if not updates:
-            return statement.on_conflict_do_nothing(index_elements=key)
-        return statement.on_conflict_do_update(
-            index_elements=key, set_={name: statement.excluded[name] for name in updates}
-        )
-    if dialect in ("mysql", "mariadb"):
-        statement = mysql.insert(table)
-        return statement.on_duplicate_key_update(
-            {name: statement.inserted[name] for name in updates or key[:1]}
-        )
-    raise DestinationError(f"mode upsert is not supported on {dialect}")
-
-
-def converter(column: sa.Column[Any], dialect: str) -> Converter:
-    """How a record value becomes a bound parameter of ``column``."""
-    column_type = column.type
-    if isinstance(column_type, sa.JSON):
-        return _identity
-    if isinstance(column_type, sa.DateTime):
-        aware = bool(column_type.timezone) and dialect == "postgresql"
-        return partial(_to_datetime, aware=aware)
-    if isinstance(column_type, sa.Date):
-        return _to_date
-    if isinstance(column_type, sa.String):
-        return _to_text
-    return _to_scalar
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _to_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _to_scalar(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return value
-
-
-def _to_datetime(value: Any, *, aware: bool) -> dt.datetime | None:
-    """A UTC datetime (naive unless ``aware``) from a datetime, ISO 8601 string or epoch."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        value = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
-    elif not isinstance(value, dt.datetime):
-        raise TypeError(f"{value!r} is not a datetime")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    value = value.astimezone(dt.timezone.utc)
-    return value if aware else value.replace(tzinfo=None)
-
-
-def _to_date(value: Any) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        return dt.date.fromisoformat(value[:10])
-    raise TypeError(f"{value!r} is not a date")

@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow_dataflow.operators.base import RouteOperator
 from airflow_dataflow.operators.branch import ROUTING_KEY, deliver_task_id
+from airflow_dataflow.operators.metrics import push_run_metrics
 from airflow_dataflow.pipeline.summary import check_conservation, check_dead_letters, summarize
 
 SUMMARY_KEY = "summary"
@@ -31,6 +32,7 @@ class CommitOperator(RouteOperator):
             self.staging(context).clean()
             self.record(context, summary)
             self.summary_recorded = True
+            push_run_metrics(self.route, context, summary)  # never raises
             self.settle_deliveries(context)
             check_dead_letters(summary, self.route)
         self.log.info("run summary: %s", summary["counts"])

@@ -68,3 +68,6 @@ def record_failed_run(
         )
     except Exception:  # a summary must never hide the failure itself
         log.warning("could not record the failed run's summary", exc_info=True)
+    from airflow_dataflow.operators.metrics import push_failed_run_metrics
+
+    push_failed_run_metrics(route_id, context)  # never raises

@@ -99,7 +99,8 @@ def test_connection_dropped_mid_delivery_is_retried_without_duplicates(
         source: {{type: file, path: in.jsonl}}
         rules: [{{name: all, to: [dwh]}}]
         destinations:
-          dwh: {{type: database, connection: {conn_id}, table: {pg.table("orders")}, batch_size: 100}}
+          # max_attempts: 1: no reconnecting within the task, so Airflow's retry is what recovers
+          dwh: {{type: database, connection: {conn_id}, table: {pg.table("orders")}, batch_size: 100, max_attempts: 1}}
         """,
     )
     result = dataflow("run", str(route), "--json")

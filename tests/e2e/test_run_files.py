@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.support.cli import CliResult, assert_conserved
+from tests.support.cli import CliResult, assert_conserved, run_route
 from tests.support.routes import read_jsonl, write_route
 
 ORDERS = [
@@ -59,15 +59,6 @@ def _write_orders(folder: Path, lines: list[str]) -> None:
     )
 
 
-def _run(dataflow: Callable[..., CliResult], route: Path, *args: str) -> dict:
-    result = dataflow("run", str(route), "--json", *args)
-    summary = result.summary
-    assert summary["state"] == "success", result.output[-5000:]
-    assert result.returncode == 0
-    assert_conserved(summary)
-    return summary
-
-
 def test_file_source_to_file_and_sqlite_destinations(
     dataflow: Callable[..., CliResult], tmp_path: Path
 ) -> None:
@@ -79,7 +70,7 @@ def test_file_source_to_file_and_sqlite_destinations(
     _write_orders(tmp_path, lines)
     route = write_route(tmp_path, "orders", ROUTE.format(source="data/orders.jsonl", extra=""))
 
-    summary = _run(dataflow, route)
+    summary = run_route(dataflow, route)
 
     assert summary["dag_id"] == "orders"
     assert summary["counts"] == {
@@ -117,7 +108,7 @@ def test_file_source_to_file_and_sqlite_destinations(
     assert "invalid JSON" in dead[0]["error"] and "not a JSON object" in dead[1]["error"]
 
     # A second run is a new DAG run; upserts keep one row per key, files are rewritten.
-    again = _run(dataflow, route, "--conf", json.dumps({"min_amount": 500}))
+    again = run_route(dataflow, route, "--conf", json.dumps({"min_amount": 500}))
     assert again["run_id"] != summary["run_id"]
     assert again["counts"]["rules"] == {"big": 1, "eu": 3}
     assert read_jsonl(big_file) == [{"id": 5, "amount": 999}]
@@ -171,7 +162,7 @@ def test_csv_and_parquet_sources_and_mode_first(
           europe: {type: file, path: out/europe.jsonl}
         """,
     )
-    summary = _run(dataflow, route)
+    summary = run_route(dataflow, route)
     assert summary["counts"]["read"] == 5
     assert summary["counts"]["dead_lettered"] == 1  # the CSV row with 2 of 3 fields
     assert summary["counts"]["unmatched"] == 0

@@ -8,11 +8,6 @@ terminates the loading connection.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,61 +15,29 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from airflow_dataflow.config import LoadedRoute, load_route
-from airflow_dataflow.context import RunContext
 from airflow_dataflow.destinations import database
 from airflow_dataflow.errors import DestinationError, RetriableError
 from airflow_dataflow.pipeline.deliver import deliver
-from airflow_dataflow.pipeline.extract import extract
-from airflow_dataflow.pipeline.route import route_records
-from airflow_dataflow.staging import StagingArea
 from airflow_dataflow.state.ledger import ledger_entries, settle_run
 from airflow_dataflow.state.migrate import state_engine
 from tests.support.databases import Database
-from tests.support.routes import read_jsonl, write_jsonl, write_route
+from tests.support.faults import deliver_and_get_killed, fail_on_call
+from tests.support.routes import read_jsonl, stage_partition
 
 RECORDS = 1000
 BATCH = 100
 
 
-@pytest.fixture(autouse=True)
-def _own_state_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test its own default state store (``$AIRFLOW_HOME/dataflow/state.db``)."""
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
-    monkeypatch.delenv("AIRFLOW_CONN_DATAFLOW_STATE", raising=False)
+pytestmark = pytest.mark.usefixtures("own_state_store")
 
 
-def _stage(
-    tmp_path: Path, destination: str, run_id: str, records: int = RECORDS
-) -> tuple[LoadedRoute, RunContext, dict[str, Any]]:
-    """A route reading ``records`` orders into ``destination``; returns its staged partition."""
-    write_jsonl(
-        tmp_path / "in.jsonl",
-        ({"id": n, "amount": n % 70, "note": f"order {n}"} for n in range(records)),
-    )
-    route = load_route(
-        write_route(
-            tmp_path,
-            "orders",
-            f"""
-            source: {{type: file, path: in.jsonl}}
-            rules: [{{name: all, to: [out]}}]
-            destinations:
-              out: {destination}
-            """,
-        )
-    )
-    context = RunContext(route="orders", run_id=run_id, route_file=route.file)
-    staging = StagingArea(f"file://{tmp_path / 'staging'}", "orders", run_id, chunk_size=300)
-    routing = route_records(route, context, staging, extract(route, context, staging))
-    return route, context, routing["partitions"]["out"]
-
-
-def _database_destination(db: Database, mode: str = "insert") -> str:
-    key = ", key: [id]" if mode == "upsert" else ""
+def _database_destination(db: Database, mode: str = "insert", **extra: Any) -> str:
+    key = ", key: [id]" if mode in ("upsert", "mirror") else ""
+    batch_size = extra.pop("batch_size", BATCH)
+    more = "".join(f", {name}: {value}" for name, value in extra.items())
     return (
         f"{{type: database, connection: {db.conn_id}, table: {db.table('orders')}, "
-        f"mode: {mode}, batch_size: {BATCH}{key}}}"
+        f"mode: {mode}, batch_size: {batch_size}{key}{more}}}"
     )
 
 
@@ -82,29 +45,12 @@ def _ids(db: Database) -> list[int]:
     return [row["id"] for row in db.rows("orders")]
 
 
-def _fail_on_batch(
-    monkeypatch: pytest.MonkeyPatch, cls: type, method: str, failing_call: int
-) -> list[int]:
-    """Make ``cls.method`` raise on its ``failing_call``-th call (1-based); returns the call log."""
-    original = getattr(cls, method)
-    calls: list[int] = []
-
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(len(calls) + 1)
-        if len(calls) == failing_call:
-            raise DestinationError("injected failure: the destination went away")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, method, failing)
-    return calls
-
-
 def test_a_retried_task_skips_the_batches_already_written(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    route, context, partition = _stage(tmp_path, _database_destination(db), "run-1")
+    route, context, partition = stage_partition(tmp_path, _database_destination(db), "run-1")
     with monkeypatch.context() as patch:
-        _fail_on_batch(patch, database._TableBatchSender, "send", failing_call=4)
+        fail_on_call(patch, database._TableBatchSender, "send", failing_call=4)
         with pytest.raises(DestinationError, match="injected failure"):
             deliver(route, "out", context, partition)
     assert _ids(db) == list(range(300))  # three batches committed, each in its own transaction
@@ -120,29 +66,29 @@ def test_a_later_run_after_a_partial_failure_delivers_the_rest_once(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     destination = _database_destination(db)
-    route, context, partition = _stage(tmp_path, destination, "run-1")
+    route, context, partition = stage_partition(tmp_path, destination, "run-1")
     with monkeypatch.context() as patch:
-        _fail_on_batch(patch, database._TableBatchSender, "send", failing_call=6)
+        fail_on_call(patch, database._TableBatchSender, "send", failing_call=6)
         with pytest.raises(DestinationError):
             deliver(route, "out", context, partition)  # retries exhausted: run-1 fails
     # run-2 re-reads the same records (the cursor did not move) and stages them anew
-    route, context, partition = _stage(tmp_path, destination, "run-2")
+    route, context, partition = stage_partition(tmp_path, destination, "run-2")
     outcome = deliver(route, "out", context, partition)
     assert outcome["skipped"] == 5
     assert _ids(db) == list(range(RECORDS))
     assert settle_run(state_engine(), "orders", "run-2") == 10
     # once run-2 committed, the same content again is a new delivery (no cursor: re-read)
-    route, context, partition = _stage(tmp_path, destination, "run-3")
+    route, context, partition = stage_partition(tmp_path, destination, "run-3")
     assert deliver(route, "out", context, partition)["skipped"] == 0
     assert len(_ids(db)) == 2 * RECORDS
 
 
 def test_changed_content_is_sent_even_at_the_same_position(db: Database, tmp_path: Path) -> None:
     destination = _database_destination(db)
-    route, context, partition = _stage(tmp_path, destination, "run-1", records=150)
+    route, context, partition = stage_partition(tmp_path, destination, "run-1", records=150)
     deliver(route, "out", context, partition)
     # not committed, and the next read has more records: batch 0 is the same, batch 1 differs
-    route, context, partition = _stage(tmp_path, destination, "run-2", records=250)
+    route, context, partition = stage_partition(tmp_path, destination, "run-2", records=250)
     outcome = deliver(route, "out", context, partition)
     assert (outcome["batches"], outcome["skipped"]) == (3, 1)
     # batch 1 (100-149 before, 100-199 now) is sent again in full: an insert duplicates
@@ -151,14 +97,18 @@ def test_changed_content_is_sent_even_at_the_same_position(db: Database, tmp_pat
 
 
 def test_upsert_needs_no_marker_table(db: Database, tmp_path: Path) -> None:
-    route, context, partition = _stage(tmp_path, _database_destination(db, "upsert"), "run-1")
+    route, context, partition = stage_partition(
+        tmp_path, _database_destination(db, "upsert"), "run-1"
+    )
     deliver(route, "out", context, partition)
     assert _ids(db) == list(range(RECORDS))
     assert database.MARKER_TABLE not in sa.inspect(db.engine).get_table_names(schema=db.schema)
 
 
 def test_replace_is_one_ledger_entry_and_a_retry_skips_it(db: Database, tmp_path: Path) -> None:
-    route, context, partition = _stage(tmp_path, _database_destination(db, "replace"), "run-1")
+    route, context, partition = stage_partition(
+        tmp_path, _database_destination(db, "replace"), "run-1"
+    )
     assert deliver(route, "out", context, partition)["batches"] == 1
     db.execute(f"DELETE FROM {db.table('orders')} WHERE id < 10")  # a change the retry keeps
     assert deliver(route, "out", context, partition)["skipped"] == 1
@@ -167,72 +117,14 @@ def test_replace_is_one_ledger_entry_and_a_retry_skips_it(db: Database, tmp_path
 
 # -- a process killed mid-delivery ------------------------------------------------------------
 
-_KILLER = """
-import json, os, signal, sys
-from airflow_dataflow.config import load_route
-from airflow_dataflow.context import RunContext
-from airflow_dataflow.pipeline.deliver import deliver
-from airflow_dataflow.destinations import {module}
-
-target, method, after = {module}.{cls}, "{method}", {after}
-original = getattr(target, method)
-calls = []
-
-def killing(self, *args, **kwargs):
-    calls.append(1)
-    result = original(self, *args, **kwargs)
-    if len(calls) == after:
-        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no except, no finally
-    return result
-
-setattr(target, method, killing)
-route = load_route(sys.argv[1])
-context = RunContext(route="orders", run_id=sys.argv[2], route_file=route.file)
-deliver(route, "out", context, json.loads(sys.argv[3]))
-"""
-
-
-def _deliver_and_get_killed(
-    route: LoadedRoute,
-    context: RunContext,
-    partition: dict[str, Any],
-    *,
-    module: str,
-    cls: str,
-    method: str,
-    after: int,
-) -> None:
-    script = _KILLER.format(module=module, cls=cls, method=method, after=after)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(script),
-            route.file,
-            context.run_id,
-            json.dumps(partition),
-        ],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == -9, completed.stderr[-3000:]
-
 
 def test_killed_right_after_a_commit_the_retry_finds_the_marker(
     db: Database, tmp_path: Path
 ) -> None:
     """Killed after batch 4 committed but before the ledger heard of it: no duplicate."""
-    route, context, partition = _stage(tmp_path, _database_destination(db), "run-1")
-    _deliver_and_get_killed(
-        route,
-        context,
-        partition,
-        module="database",
-        cls="_TableBatchSender",
-        method="send",
-        after=4,
+    route, context, partition = stage_partition(tmp_path, _database_destination(db), "run-1")
+    deliver_and_get_killed(
+        route, context, partition, target="database:_TableBatchSender.send", after=4
     )
     assert _ids(db) == list(range(400))
     uncertain = [e for e in ledger_entries(state_engine(), "orders") if e["status"] == "sending"]
@@ -245,10 +137,8 @@ def test_killed_right_after_a_commit_the_retry_finds_the_marker(
 
 def test_killed_while_writing_a_file_the_retry_writes_each_line_once(tmp_path: Path) -> None:
     out = tmp_path / "out" / "orders.jsonl"
-    route, context, partition = _stage(tmp_path, f"{{type: file, path: {out}}}", "run-1")
-    _deliver_and_get_killed(
-        route, context, partition, module="file", cls="_Counter", method="__init__", after=1
-    )
+    route, context, partition = stage_partition(tmp_path, f"{{type: file, path: {out}}}", "run-1")
+    deliver_and_get_killed(route, context, partition, target="file:_Counter.__init__", after=1)
     assert not out.exists()  # killed before the rename: no half-written file
     deliver(route, "out", context, partition)
     lines = out.read_text().splitlines()
@@ -270,24 +160,10 @@ def test_connection_dropped_during_a_load_then_retried(
     postgres_db: Database, tmp_path: Path
 ) -> None:
     db = postgres_db
-    db.execute(f"CREATE TABLE {db.table('orders')} (id BIGINT, amount BIGINT, note TEXT)")
-    db.execute(f"CREATE SEQUENCE {db.schema}.drops")
-    db.execute(
-        f"""
-        CREATE FUNCTION {db.schema}.drop_once() RETURNS trigger AS $$
-        BEGIN
-          IF NEW.id = 550 AND nextval('{db.schema}.drops') = 1 THEN
-            PERFORM pg_terminate_backend(pg_backend_pid());
-          END IF;
-          RETURN NEW;
-        END $$ LANGUAGE plpgsql
-        """
-    )
-    db.execute(
-        f"CREATE TRIGGER drop_once BEFORE INSERT ON {db.table('orders')} "
-        f"FOR EACH ROW EXECUTE FUNCTION {db.schema}.drop_once()"
-    )
-    route, context, partition = _stage(tmp_path, _database_destination(db), "run-1")
+    _drop_the_connection_once(db, at_id=550)
+    # max_attempts: 1, so the destination does not retry by itself: the task fails
+    destination = _database_destination(db, max_attempts=1)
+    route, context, partition = stage_partition(tmp_path, destination, "run-1")
     with pytest.raises(DestinationError) as failure:
         deliver(route, "out", context, partition)
     message = str(failure.value)
@@ -301,6 +177,120 @@ def test_connection_dropped_during_a_load_then_retried(
     dispose_engines()  # the pool's connection is dead, as in a new task process
     assert deliver(route, "out", context, partition)["skipped"] == 5
     assert _ids(db) == list(range(RECORDS))
+
+
+@pytest.mark.parametrize("batch_size", [100, 250], ids=["inserts", "copy"])
+def test_connection_dropped_during_a_load_is_retried_within_the_task(
+    postgres_db: Database, tmp_path: Path, batch_size: int
+) -> None:
+    """The destination's RetryPolicy reconnects and writes the batch again: no task failure."""
+    from airflow_dataflow.destinations import database_sql
+
+    assert (batch_size >= database_sql.COPY_MIN_ROWS) == (batch_size == 250)
+    db = postgres_db
+    _drop_the_connection_once(db, at_id=550)
+    destination = _database_destination(db, batch_size=batch_size)
+    route, context, partition = stage_partition(tmp_path, destination, "run-1")
+    outcome = deliver(route, "out", context, partition)
+    assert (outcome["delivered"], outcome["skipped"]) == (RECORDS, 0)
+    assert _ids(db) == list(range(RECORDS))
+    entries = ledger_entries(state_engine(), "orders")
+    assert {entry["status"] for entry in entries} == {"delivered"}
+
+
+def _drop_the_connection_once(db: Database, at_id: int) -> None:
+    """A trigger that terminates the loading connection when row ``at_id`` is first written."""
+    db.execute(f"CREATE TABLE {db.table('orders')} (id BIGINT, amount BIGINT, note TEXT)")
+    db.execute(f"CREATE SEQUENCE {db.schema}.drops")
+    db.execute(
+        f"""
+        CREATE FUNCTION {db.schema}.drop_once() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.id = {at_id} AND nextval('{db.schema}.drops') = 1 THEN
+            PERFORM pg_terminate_backend(pg_backend_pid());
+          END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql
+        """
+    )
+    db.execute(
+        f"CREATE TRIGGER drop_once BEFORE INSERT ON {db.table('orders')} "
+        f"FOR EACH ROW EXECUTE FUNCTION {db.schema}.drop_once()"
+    )
+
+
+# -- the bulk path and mirror, killed mid-delivery -------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_killed_after_a_copy_batch_committed_the_retry_writes_each_row_once(
+    postgres_db: Database, tmp_path: Path, mode: str
+) -> None:
+    """PostgreSQL COPY: the marker row (insert) is in the batch's transaction, like INSERTs."""
+    from airflow_dataflow.destinations import database_sql
+
+    db = postgres_db
+    batch_size = 250
+    assert batch_size >= database_sql.COPY_MIN_ROWS  # so the batches go through COPY
+    destination = _database_destination(db, mode, batch_size=batch_size)
+    route, context, partition = stage_partition(tmp_path, destination, "run-1")
+    deliver_and_get_killed(
+        route, context, partition, target="database:_TableBatchSender.send", after=2
+    )
+    assert _ids(db) == list(range(500))
+    outcome = deliver(route, "out", context, partition)
+    assert outcome["skipped"] == (2 if mode == "insert" else 0)  # upsert: sent again, harmless
+    assert _ids(db) == list(range(RECORDS))
+
+
+def _stale_table_for_mirror(db: Database) -> None:
+    """Rows the mirror must change (500-999) or delete (1000-1049); 0-499 are missing."""
+    db.execute(
+        f"CREATE TABLE {db.table('orders')} (id BIGINT PRIMARY KEY, amount BIGINT, note TEXT)"
+    )
+    for n in range(500, 1050):
+        db.execute(f"INSERT INTO {db.table('orders')} VALUES (:n, -1, 'stale')", n=n)
+
+
+def _mirrored(db: Database) -> None:
+    rows = db.rows("orders")
+    assert [row["id"] for row in rows] == list(range(RECORDS))
+    assert all(
+        row == {"id": n, "amount": n % 70, "note": f"order {n}"} for n, row in enumerate(rows)
+    )
+
+
+def test_mirror_killed_mid_transaction_then_retried(db: Database, tmp_path: Path) -> None:
+    _stale_table_for_mirror(db)
+    route, context, partition = stage_partition(
+        tmp_path, _database_destination(db, "mirror"), "run-1"
+    )
+    deliver_and_get_killed(
+        route, context, partition, target="database_sql:TableWriter.write", after=3
+    )
+    # three of ten chunks were written in the one transaction, which died uncommitted
+    assert [row["id"] for row in db.rows("orders")] == list(range(500, 1050))
+    outcome = deliver(route, "out", context, partition)
+    assert (outcome["delivered"], outcome["batches"], outcome["skipped"]) == (RECORDS, 1, 0)
+    _mirrored(db)
+
+
+def test_mirror_killed_after_its_commit_then_retried(db: Database, tmp_path: Path) -> None:
+    """Committed, but the ledger never heard: the retry mirrors again, which changes nothing."""
+    _stale_table_for_mirror(db)
+    route, context, partition = stage_partition(
+        tmp_path, _database_destination(db, "mirror"), "run-1"
+    )
+    deliver_and_get_killed(
+        route, context, partition, target="database:DatabaseDestination.deliver", after=1
+    )
+    _mirrored(db)
+    [entry] = ledger_entries(state_engine(), "orders")
+    assert entry["status"] == "sending"
+    outcome = deliver(route, "out", context, partition)
+    assert (outcome["delivered"], outcome["skipped"]) == (RECORDS, 0)
+    _mirrored(db)
+    assert deliver(route, "out", context, partition)["skipped"] == 1  # now it is delivered
 
 
 # -- records a destination refuses ------------------------------------------------------------
@@ -331,7 +321,7 @@ def test_refused_records_become_dead_letters_and_are_counted_once(
         ]
 
     monkeypatch.setattr(database._TableBatchSender, "send", refusing)
-    route, context, partition = _stage(tmp_path, _database_destination(db), "run-1")
+    route, context, partition = stage_partition(tmp_path, _database_destination(db), "run-1")
     outcome = deliver(route, "out", context, partition)
     assert (outcome["delivered"], outcome["rejected"]) == (RECORDS - 10, 10)
     assert len(_ids(db)) == RECORDS - 10

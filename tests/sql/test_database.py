@@ -339,9 +339,16 @@ def test_upsert_needs_a_unique_key_on_an_existing_table(db: Any, context: RunCon
         _deliver(db, context, [ORDERS], mode="upsert", key=["id"])
 
 
-def test_upsert_record_without_key_value(db: Any, context: RunContext) -> None:
-    with pytest.raises(DestinationError, match="record 1 has no value for key column"):
-        _deliver(db, context, [[{"id": 1}, {"amount": 2}]], mode="upsert", key=["id"])
+def test_upsert_record_without_key_value_is_refused(db: Any, context: RunContext) -> None:
+    """A record without its key cannot be upserted: a dead letter, the rest is written."""
+    records = [{"id": 1}, {"amount": 2}, {"id": None, "amount": 3}]
+    result = _deliver(db, context, [records], mode="upsert", key=["id"])
+    assert result.delivered == 1
+    assert [rejection.record for rejection in result.rejections] == records[1:]
+    reasons = [rejection.reason for rejection in result.rejections]
+    assert reasons[0].endswith("record 1: no value for key column(s) id")
+    assert reasons[1].endswith("record 2: no value for key column id")
+    assert [row["id"] for row in db.rows("orders")] == [1]
 
 
 def test_missing_connection(context: RunContext) -> None:
@@ -364,7 +371,8 @@ def test_missing_connection(context: RunContext) -> None:
         ({"columns": {"a b": "int"}}, "columns: 'a b' must match"),
         ({"columns": {"a": "decimal"}}, "columns.a"),
         ({"mode": "upsert"}, "mode upsert needs key"),
-        ({"mode": "mirror"}, "mode"),
+        ({"mode": "mirror"}, "mode mirror needs key"),
+        ({"mode": "merge"}, "mode"),
         ({"batch_size": 0}, "batch_size"),
         ({"keys": ["id"]}, "keys"),
     ],

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,13 @@ def assert_conserved(summary: dict[str, Any]) -> None:
         delivered = counts["destinations"][name]
         refused = counts.get("rejected", {}).get(name, 0)
         assert routed == delivered + counts["held_back"].get(name, 0) + refused, (name, counts)
+
+
+def run_route(dataflow: Callable[..., CliResult], route: Path, *args: str) -> dict[str, Any]:
+    """``airflow-dataflow run ROUTE --json``: it must succeed, every record accounted for."""
+    result = dataflow("run", str(route), "--json", *args)
+    summary = result.summary
+    assert summary["state"] == "success", result.output[-5000:]
+    assert result.returncode == 0
+    assert_conserved(summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Fakes of external services at the transport level: real servers on loopback."""

@@ -35,6 +35,7 @@ from typing import IO, Any, Literal
 import orjson
 
 from airflow_dataflow.jsonable import dumps, json_default
+from airflow_dataflow.staging import StagedBatches, decode_line, read_lines
 
 FileFormat = Literal["jsonl", "json", "csv", "parquet"]
 Compression = Literal["none", "gzip", "zstd"]
@@ -149,9 +150,37 @@ def _json(record: Any, option: int) -> bytes:
 
 
 def _write_jsonl(handle: IO[bytes], batches: Batches, counter: Counter) -> None:
+    if isinstance(batches, StagedBatches):
+        _copy_staged_lines(handle, batches, counter)
+        return
     for batch in batches:
         handle.write(b"".join([_json(record, _ORJSON_LINE) for record in batch]))
         counter.count += len(batch)
+
+
+def _copy_staged_lines(handle: IO[bytes], batches: StagedBatches, counter: Counter) -> None:
+    """The staged lines as they are: staging writes the same compact orjson lines.
+
+    Records are not decoded and encoded again (the JSON Lines fast path). The rare line
+    staging wrote with the standard library (marked by a leading space: integers beyond 64
+    bits, very deep nesting) is re-encoded like any record, so the bytes are those of the
+    record-by-record writer.
+    """
+    pending: list[bytes] = []
+    for uri, numbered in read_lines(batches.manifest):
+        for line_number, raw in numbered:
+            if raw.startswith(b" "):
+                raw = _json(decode_line(uri, line_number, raw), _ORJSON_LINE)
+            pending.append(raw)
+            if len(pending) >= _COPY_LINES:
+                handle.write(b"".join(pending))
+                counter.count += len(pending)
+                pending = []
+    handle.write(b"".join(pending))
+    counter.count += len(pending)
+
+
+_COPY_LINES = 10_000
 
 
 def _write_json(handle: IO[bytes], batches: Batches, counter: Counter) -> None:

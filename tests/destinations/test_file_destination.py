@@ -915,3 +915,32 @@ def test_an_undefined_run_variable_beside_record_fields_fails_the_delivery(
         target.deliver([[{"c": "a"}]])
     assert "'parts'" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_jsonl_from_staging_copies_the_staged_lines_byte_for_byte(tmp_path: Path) -> None:
+    """The JSON Lines fast path (staged lines copied) writes what encoding each record writes."""
+    import io
+
+    from airflow_dataflow.destinations.formats import Counter as WriteCounter
+    from airflow_dataflow.destinations.formats import write_records
+    from airflow_dataflow.staging import StagedBatches, StagingArea
+
+    records = [
+        {"id": 1, "name": "Zoë ✓", "amount": 12.5, "tags": ["a", {"b": None}]},
+        {"big": 2**70, "nested": {"x": [1, 2.0, True]}},  # staged by the standard library
+        {"text": "{{ 7*7 }}", "quote": 'say "hi"\n', "float": 1e-7},
+        {},
+    ] * 3
+    staging = StagingArea(f"file://{tmp_path}", "orders", "run-1", chunk_size=5)
+    with staging.writer("to-out") as writer:
+        for record in records:
+            writer.write(record)
+        manifest = writer.close()
+    staged = StagedBatches(manifest, batch_size=4)
+    copied, encoded = io.BytesIO(), io.BytesIO()
+    counters = WriteCounter(), WriteCounter()
+    write_records(copied, staged, "jsonl", None, counters[0])
+    write_records(encoded, list(staged), "jsonl", None, counters[1])  # a plain list: encoded
+    assert copied.getvalue() == encoded.getvalue()
+    assert counters[0].count == counters[1].count == len(records)
+    assert [json.loads(line) for line in copied.getvalue().splitlines()] == records

@@ -513,15 +513,9 @@ def render(bench: Bench, db: Results, files: Results) -> str:
 
 
 def rewrite(out: Path, table: str) -> None:
-    text = out.read_text(encoding="utf-8") if out.exists() else ""
-    block = f"{RESULTS_START}\n{table}\n{RESULTS_END}"
-    if RESULTS_START in text and RESULTS_END in text:
-        head, rest = text.split(RESULTS_START, 1)
-        _, tail = rest.split(RESULTS_END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text, encoding="utf-8")
+    from machine_info import rewrite_results  # bench/ is on sys.path when a bench script runs
+
+    rewrite_results(out, table, RESULTS_START, RESULTS_END)
 
 
 def main() -> None:

@@ -23,3 +23,16 @@ def describe(*packages: str) -> str:
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}{versions}"
     )
+
+
+def rewrite_results(out: Path, table: str, start: str, end: str) -> None:
+    """Put ``table`` between the ``start`` and ``end`` markers of ``out`` (appended if absent)."""
+    text = out.read_text(encoding="utf-8") if out.exists() else ""
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text, encoding="utf-8")

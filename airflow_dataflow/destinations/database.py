@@ -58,6 +58,7 @@ from airflow_dataflow.destinations.base import (
     Destination,
     DestinationSettings,
     Rejection,
+    rechunk,
 )
 from airflow_dataflow.destinations.database_rows import (
     ColumnKind,
@@ -713,16 +714,3 @@ class _TableBatchSender(BatchSender):
 def _prepend(first: list[Record], rest: Iterator[list[Record]]) -> Iterator[list[Record]]:
     yield first
     yield from rest
-
-
-def rechunk(batches: Iterable[list[Record]], size: int) -> Iterator[list[Record]]:
-    """The records of ``batches`` regrouped into lists of ``size`` (the last may be shorter)."""
-    chunk: list[Record] = []
-    for batch in batches:
-        for record in batch:
-            chunk.append(record)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk

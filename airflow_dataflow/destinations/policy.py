@@ -112,8 +112,10 @@ class RateLimiter:
             now = self.clock()
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
-            if self.tokens >= tokens:
-                self.tokens -= tokens
+            # The tolerance ends the wait when float rounding leaves a shortfall too small for
+            # the clock to move by (a pause of 1e-16 s would loop forever).
+            if self.tokens >= tokens - 1e-9:
+                self.tokens = max(0.0, self.tokens - tokens)
                 return waited
             pause = (tokens - self.tokens) / self.rate
             self.sleep(pause)

@@ -122,3 +122,19 @@ def test_no_rate_means_no_waiting() -> None:
     for _ in range(100):
         assert limiter.acquire() == 0
     assert clock.sleeps == []
+
+
+def test_rate_limiter_wait_ends_when_float_rounding_leaves_a_tiny_shortfall() -> None:
+    """A slow rate on a clock far from zero: after sleeping the computed pause, rounding can
+    leave the bucket a hair short of a token; the wait must end instead of sleeping 1e-16 s
+    (which does not move the clock) forever."""
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    rate = 2 / 60 * 0.95
+    limiter = RateLimiter(rate, burst=1, clock=lambda: now[0], sleep=sleep)
+    waited = [limiter.acquire() for _ in range(4)]
+    assert waited[0] == 0.0
+    assert waited[1:] == pytest.approx([1 / rate] * 3)

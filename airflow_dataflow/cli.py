@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_dataflow.cli_cursor import add_cursor_commands
+from airflow_dataflow.cli_plugins import add_plugins_command
 from airflow_dataflow.config import LoadedRoute, collect_paths, load_route
 from airflow_dataflow.config.deep_check import check_rules
 from airflow_dataflow.config.durations import parse_duration
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=cmd_runs)
     _add_dead_letters_commands(commands)
     add_cursor_commands(commands)
+    add_plugins_command(commands)
 
     database = commands.add_parser("db", help="the state store: upgrade, status")
     database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")

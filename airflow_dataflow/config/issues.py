@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from airflow_dataflow.config.yaml_source import LocatedDocument, Path
 from airflow_dataflow.errors import ConfigIssue
+from airflow_dataflow.registry import CONNECTOR_GROUP, DESTINATION_GROUP, Plugin, broken_plugin
 
 _UNION_TYPES = (Union, types.UnionType)
 
@@ -92,6 +93,9 @@ def _message(item: Any, loc: tuple[Any, ...], data_path: Path, model: type[BaseM
     if kind == "union_tag_invalid":
         context = item.get("ctx", {})
         tag, expected = context.get("tag"), context.get("expected_tags", "")
+        broken = _broken_plugin(data_path, tag)
+        if broken is not None:
+            return f"{where}: type {tag!r} cannot be used: {broken.failure()}"
         options = [option.strip().strip("'") for option in str(expected).split(",")]
         return f"{where}: unknown type {tag!r}{suggest(str(tag), options)} (known: {expected})"
     if kind == "union_tag_not_found":
@@ -99,6 +103,19 @@ def _message(item: Any, loc: tuple[Any, ...], data_path: Path, model: type[BaseM
     message = str(item["msg"])
     message = message.removeprefix("Value error, ")
     return f"{where}: {message}"
+
+
+def _broken_plugin(data_path: Path, tag: Any) -> Plugin | None:
+    """The plugin that failed to load and would have provided ``tag`` at ``data_path``."""
+    section = data_path[0] if data_path else None
+    group = {
+        "source": CONNECTOR_GROUP,
+        "destinations": DESTINATION_GROUP,
+        "dead_letter": DESTINATION_GROUP,
+    }.get(str(section))
+    if group is None or not isinstance(tag, str):
+        return None
+    return broken_plugin(group, tag)
 
 
 def _alias(key: Any) -> Any:

@@ -1,0 +1,1 @@
+"""An example airflow-dataflow plugin: the ``counter`` connector and ``jsonl_batches`` destination."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -19,6 +20,9 @@ class RunContext:
     ds: str = "1970-01-01"
     params: Mapping[str, Any] = field(default_factory=dict)
     route_file: str = ""
+    # When the DAG run started (UTC); the same for every task and every retry of the run, so a
+    # source can pin what it reads to it (``None`` outside a DAG run: use the current time).
+    run_started: datetime | None = None
 
     @property
     def base_dir(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,21 @@ def run_dags_folder(route: LoadedRoute, dags_root: str | None) -> str:
     return folder
 
 
+def use_dags_folder(folder: str) -> None:
+    """Point Airflow at ``folder``, also when ``airflow.settings`` was imported before (a plugin
+    or hook imported while the route was validated): ``dag.test`` syncs the DAG from there."""
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = folder
+    settings = sys.modules.get("airflow.settings")
+    if settings is not None:
+        settings.DAGS_FOLDER = folder
+
+
 def run_route(
     route: LoadedRoute, *, conf: dict[str, Any] | None = None, dags_root: str | None = None
 ) -> dict[str, Any]:
     """Run ``route`` once with ``conf`` as params; returns state, summary counts and warnings."""
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = run_dags_folder(route, dags_root)
+    use_dags_folder(run_dags_folder(route, dags_root))
     ensure_metadata_db()
     from airflow_dataflow.dag_factory import build_dag
 

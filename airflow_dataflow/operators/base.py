@@ -80,6 +80,7 @@ class RouteTaskMixin:
             ds=context["ds"],
             params=dict(context.get("params") or {}),
             route_file=self.route_file,
+            run_started=getattr(context.get("dag_run"), "start_date", None),
         )
 
     def staging(self, context: Any) -> StagingArea:

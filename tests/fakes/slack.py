@@ -23,9 +23,11 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 WEBHOOK_TOKEN = "T0DATAFLOW/B0DATAFLOW/xoxwebhooksecret0000000"
 API_TOKEN = "xoxb-0000-dataflow-api-secret"
@@ -63,7 +65,7 @@ class Request:
     answer: str = ""
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     """The server; use as a context manager (it listens on 127.0.0.1, a free port)."""
 
     def __init__(self) -> None:
@@ -75,29 +77,12 @@ class FakeSlack:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._clock = 1_700_000_000
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._serve_with(_handler(self))
 
     @property
     def api_url(self) -> str:
         """The ``base_url`` of the Web API (with the trailing slash slack_sdk expects)."""
         return f"{self.url}/api/"
-
-    def __enter__(self) -> FakeSlack:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def script(self, *replies: Reply) -> None:
         """Answer the next message posts with ``replies`` (then normally again)."""

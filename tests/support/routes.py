@@ -88,11 +88,16 @@ def stage_partition(
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "destinations"
 
 
-def doc_route_example(page: str) -> str:
-    """The complete route example of ``docs/destinations/<page>``: its yaml block with a source."""
-    text = (DOCS / page).read_text(encoding="utf-8")
+def doc_route_example(page: str, folder: str = "destinations") -> str:
+    """The complete route example of ``docs/<folder>/<page>``: its one yaml block with a
+    ``source:`` that is not marked ``# invalid``."""
+    text = (DOCS.parent / folder / page).read_text(encoding="utf-8")
     blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S)
-    (example,) = [block for block in blocks if re.search(r"^source:", block, re.M)]
+    (example,) = [
+        block
+        for block in blocks
+        if re.search(r"^source:", block, re.M) and "# invalid" not in block
+    ]
     return str(example)
 
 

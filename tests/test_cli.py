@@ -449,3 +449,49 @@ def test_test_route_explain_shows_the_deciding_leaf_and_the_output(
     # a missing path: nothing seen, so `gt` is false
     assert second[0]["decided_by"]["saw"] == [] and second[0]["matched"] is False
     assert second[1]["matched"] is True and second[1]["output"] == {"id": 2, "country": "DE"}
+
+
+def test_validating_routes_of_every_built_in_connector_does_not_initialise_airflow(
+    tmp_path: Path,
+) -> None:
+    """Validation stays fast and side-effect free: no connector module imports Airflow at load
+    (``airflow-dataflow run`` points Airflow at its own dags folder after validating). Files
+    are named: a folder is searched with Airflow's ``.airflowignore`` rules."""
+    sources = {
+        "files": "{type: file, path: in.jsonl}",
+        "rows": "{type: sql, connection: dwh, query: SELECT 1 AS id}",
+        "deals": "{type: hubspot, connection: hubspot, object: deals}",
+        "kpis": "{type: ga4, connection: gcp, property_id: 1, dimensions: [date],"
+        " metrics: [sessions], date_range: {start: 7daysAgo}}",
+        "rows_bq": "{type: bigquery, connection: gcp, query: SELECT 1 AS id}",
+    }
+    files = []
+    for name, source in sources.items():
+        path = write_route(
+            tmp_path,
+            name,
+            f"""
+            source: {source}
+            rules:
+              - {{name: all, to: [out]}}
+            destinations:
+              out: {{type: file, path: out.jsonl}}
+            """,
+        )
+        files.append(str(path))
+    script = (
+        "import sys\n"
+        "from airflow_dataflow.cli import main\n"
+        f"code = main(['validate', *{files!r}])\n"
+        "loaded = sorted(m for m in ('airflow', 'airflow.settings', 'airflow.sdk') if m in sys.modules)\n"
+        "print('LOADED', loaded)\n"
+        "sys.exit(code)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "LOADED []" in done.stdout, done.stdout

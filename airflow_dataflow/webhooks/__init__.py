@@ -1,0 +1,1 @@
+"""Inbound webhooks: verifying that a request comes from who it claims (HubSpot, ...)."""

@@ -92,3 +92,17 @@ def test_destinations_benchmark_runs_and_writes_its_table(
     assert "`format: parquet`" in done.stdout and "`format: jsonl`" in done.stdout
     text = out.read_text()
     assert "STALE" not in text and "share of COPY's rate" in text and text.endswith("Tail.\n")
+
+
+def test_hubspot_benchmark_reads_every_deal_without_429s() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "hubspot.py"), "--deals", "600"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| full", "| incr"))]
+    assert len(rows) == 2
+    assert all(row.split("|")[9].strip() == "0" for row in rows)  # the 429s column

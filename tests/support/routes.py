@@ -89,15 +89,15 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "destinations"
 
 
 def doc_route_example(page: str, folder: str = "destinations") -> str:
-    """The complete route example of ``docs/<folder>/<page>``: its one yaml block with a
-    ``source:`` that is not marked ``# invalid``."""
+    """The complete route example of ``docs/<folder>/<page>``: its yaml block with a
+    ``source:`` that is not marked ``# invalid``; of several, the one that starts with a
+    ``# dags/...`` file name comment."""
     text = (DOCS.parent / folder / page).read_text(encoding="utf-8")
     blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S)
-    (example,) = [
-        block
-        for block in blocks
-        if re.search(r"^source:", block, re.M) and "# invalid" not in block
-    ]
+    routes = [b for b in blocks if re.search(r"^source:", b, re.M) and "# invalid" not in b]
+    if len(routes) > 1:
+        routes = [block for block in routes if block.startswith("# dags/")]
+    (example,) = routes
     return str(example)
 
 

@@ -1,0 +1,126 @@
+"""Real DAG runs of the hubspot docs example: fake HubSpot -> rules -> PostgreSQL (upsert).
+
+The route is the example of docs/connectors/hubspot.md (its connections pointed at the fake
+HubSpot and the test's PostgreSQL schema), run through ``airflow-dataflow run`` in a
+subprocess. ``safety_lag`` is 0 here so a record changed right after a run is in the next
+run's window without waiting a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.connectors.hubspot_support import connection_json
+from tests.fakes.hubspot import FakeHubSpot
+from tests.support.cli import CliResult, run_route
+from tests.support.databases import Database, unique
+from tests.support.routes import doc_route_example
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+DEALS = 300
+
+
+@pytest.fixture
+def hubspot(dataflow: Callable[..., CliResult]) -> Iterator[FakeHubSpot]:
+    with FakeHubSpot(deals=DEALS) as fake:
+        dataflow.connect("hubspot", connection_json(fake))  # type: ignore[attr-defined]
+        yield fake
+
+
+def _route(tmp_path: Path, db: Database) -> tuple[str, Path]:
+    route = yaml.safe_load(doc_route_example("hubspot.md", folder="connectors"))
+    route["retries"] = 0  # a failed delivery fails the run now, not after retry delays
+    route["source"]["incremental"]["safety_lag"] = "0s"
+    route["destinations"]["warehouse"].update(connection=db.conn_id, table=db.table("deals"))
+    route_id = unique("hubspot_deals")
+    path = tmp_path / f"{route_id}.route.yaml"
+    path.write_text(yaml.safe_dump(route, sort_keys=False), encoding="utf-8")
+    return route_id, path
+
+
+def _cursor(dataflow: Callable[..., CliResult], route_id: str) -> dict[str, Any]:
+    shown = dataflow("cursor", "show", route_id, "--json")
+    assert shown.returncode == 0, shown.output[-3000:]
+    return dict(json.loads(shown.stdout.splitlines()[-1]))
+
+
+def _warehouse(db: Database) -> dict[int, dict[str, Any]]:
+    return {row["id"]: row for row in db.rows("deals")}
+
+
+def _searches(fake: FakeHubSpot, since: int) -> int:
+    """How many search requests the fake answered from request number ``since`` on."""
+    return sum(1 for request in fake.requests[since:] if request.kind == "search")
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_runs_read_only_deals_changed_since_the_last_run(
+    db: Database, hubspot: FakeHubSpot, dataflow: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    route_id, route = _route(tmp_path, db)
+
+    first = run_route(dataflow, route)
+    assert first["counts"]["read"] == DEALS
+    assert first["counts"]["destinations"] == {"warehouse": DEALS}
+    rows = _warehouse(db)
+    assert len(rows) == DEALS and rows[5]["name"] == "Deal 5" and rows[5]["archived"] is False
+    assert isinstance(rows[5]["amount"], float)
+    first_cursor = _cursor(dataflow, route_id)["value"]
+
+    # After the run: two deals change, one is created, one is deleted (archived).
+    hubspot.touch("deals", 5, amount="12345")
+    hubspot.touch("deals", 6, dealstage="closedwon")
+    created = hubspot.add("deals", {"dealname": "Brand new", "amount": "10"})
+    hubspot.archive("deals", 7)
+    served = len(hubspot.requests)
+
+    second = run_route(dataflow, route)
+    assert second["counts"]["read"] == 4
+    assert second["counts"]["destinations"] == {"warehouse": 4}
+    assert _searches(hubspot, served) == 1  # one page of changes, not the whole object
+    rows = _warehouse(db)
+    assert len(rows) == DEALS + 1  # upserted: changed rows replaced, the new one added
+    assert rows[5]["amount"] == 12345.0 and rows[6]["stage"] == "closedwon"
+    assert rows[created]["name"] == "Brand new"
+    assert rows[7]["archived"] is True
+    assert rows[8]["archived"] is False
+    assert _cursor(dataflow, route_id)["value"] > first_cursor  # ISO UTC strings sort by time
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_crash_after_extract_leaves_the_cursor_and_the_next_run_re_reads(
+    db: Database, hubspot: FakeHubSpot, dataflow: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    route_id, route = _route(tmp_path, db)
+    run_route(dataflow, route)
+    committed = _cursor(dataflow, route_id)
+
+    hubspot.touch("deals", 11, amount="777")
+    hubspot.touch("deals", 12, amount="888")
+    # The warehouse breaks: extract succeeds, delivery fails, the run fails.
+    working = os.environ[f"AIRFLOW_CONN_{db.conn_id.upper()}"]
+    broken = json.dumps({"conn_type": "http", "host": "127.0.0.1"})
+    dataflow.connect(db.conn_id, broken)  # type: ignore[attr-defined]
+    failed = dataflow("run", str(route), "--json")
+    assert failed.returncode == 1, failed.output[-3000:]
+    assert failed.summary["state"] == "failed"
+    assert failed.summary["counts"]["read"] == 2  # deals 11 and 12 were extracted
+    assert "deliver_warehouse" in failed.summary["failed_tasks"]
+    assert _cursor(dataflow, route_id) == committed  # the cursor did not move
+
+    dataflow.connect(db.conn_id, working)  # type: ignore[attr-defined]
+    again = run_route(dataflow, route)
+    assert again["counts"]["read"] == 2  # the same deals, read again
+    assert again["counts"]["destinations"] == {"warehouse": 2}
+    rows = _warehouse(db)
+    assert rows[11]["amount"] == 777.0 and rows[12]["amount"] == 888.0
+    assert len(rows) == DEALS
+    assert _cursor(dataflow, route_id)["value"] > committed["value"]

@@ -71,7 +71,12 @@ def build_dag(route: LoadedRoute, *, dags_root: str | None = None, register: boo
     ) as dag:
         extract = ExtractOperator(task_id="extract", **common)
         branch = RouteBranchOperator(task_id="route", **common)
-        commit = CommitOperator(task_id="commit", trigger_rule="none_failed", **common)
+        commit = CommitOperator(
+            task_id="commit",
+            trigger_rule="none_failed",
+            outlets=[destination_asset(route.route_id, name) for name in config.destinations],
+            **common,
+        )
         deliveries = [
             DeliverOperator(task_id=deliver_task_id(name), destination=name, **common)
             for name in config.destinations
@@ -220,22 +225,38 @@ def _files_declaring(dag_id: str, files: Iterable[str]) -> list[str]:
 
 
 def _schedule(schedule: Any) -> Any:
-    if isinstance(schedule, dict):
-        from airflow.sdk import Asset
+    """The route's ``schedule`` as Airflow takes it: cron or preset strings as they are, an
+    interval as a ``timedelta``, Assets (all or any of them), the webhook's Asset."""
+    from airflow.sdk import Asset, AssetAll, AssetAny
 
-        if "asset" in schedule:
-            names = (
-                schedule["asset"] if isinstance(schedule["asset"], list) else [schedule["asset"]]
-            )
-            return [Asset(name=name, uri=_asset_uri(name)) for name in names]
-        if "webhook" in schedule:
-            name = schedule["webhook"]
-            return [Asset(name=f"dataflow_webhook_{name}", uri=f"dataflow://webhooks/{name}")]
+    from airflow_dataflow.config.models import ScheduleAsset, schedule_interval
+
+    if isinstance(schedule, ScheduleAsset):
+        names = schedule.asset if isinstance(schedule.asset, list) else [schedule.asset]
+        assets = [Asset(name=name, uri=asset_uri(name)) for name in names]
+        if len(assets) == 1:
+            return assets
+        return AssetAny(*assets) if schedule.match == "any" else AssetAll(*assets)
+    if isinstance(schedule, dict) and "webhook" in schedule:
+        name = schedule["webhook"]
+        return [Asset(name=f"dataflow_webhook_{name}", uri=f"dataflow://webhooks/{name}")]
+    if isinstance(schedule, str):
+        return schedule_interval(schedule) or schedule
     return schedule
 
 
-def _asset_uri(name: str) -> str:
+def asset_uri(name: str) -> str:
+    """The URI of the Asset a route names: a URI as written, else ``dataflow://assets/NAME``."""
     return name if "://" in name else f"dataflow://assets/{name}"
+
+
+def destination_asset(route_id: str, destination: str) -> Any:
+    """The Asset a route's destination updates: ``dataflow://<route>/<destination>`` (its name
+    is the URI too, so another route's ``schedule: {asset: dataflow://...}`` is the same)."""
+    from airflow.sdk import Asset
+
+    uri = f"dataflow://{route_id}/{destination}"
+    return Asset(name=uri, uri=uri)
 
 
 def _start_date(value: date | datetime | None) -> datetime | None:

@@ -48,6 +48,7 @@ CONDITION_OPS = (
     "exists",
 )
 CAST_TYPES = ("int", "float", "str", "bool", "datetime")
+_INTERVAL = re.compile(r"^\d+(\.\d+)?(s|m|h|d|w)$")
 SCHEDULE_PRESETS = (
     "@once",
     "@continuous",
@@ -236,7 +237,28 @@ class ParamSpec(Strict):
     description: str | None = None
 
 
-ScheduleAsset = dict[Literal["asset"], str | list[str]]
+class ScheduleAsset(Strict):
+    """``{asset: NAME}`` or ``{asset: [NAMES], match: all|any}``: run on Asset updates."""
+
+    asset: str | list[Annotated[str, Field(min_length=1)]] = Field(
+        description="an Asset name, or a URI such as dataflow://<route>/<destination> (another "
+        "route's output); or a list of them",
+    )
+    match: Literal["all", "any"] = Field(
+        default="all",
+        description="with a list: run when every Asset was updated (all) or any one (any)",
+    )
+
+    @field_validator("asset")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an asset name cannot be empty")
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one asset")
+        return value
+
+
 ScheduleWebhook = dict[Literal["webhook"], str]
 
 
@@ -247,7 +269,8 @@ class RouteBase(Strict):
     description: str | None = None
     schedule: str | ScheduleAsset | ScheduleWebhook | None = Field(
         default=None,
-        description='cron, preset ("@hourly"), null (API only), {asset: NAME}, {webhook: NAME}',
+        description='cron, preset ("@hourly"), an interval ("30m", "6h", "1d"), null (API '
+        "only), {asset: NAME} or {asset: [NAMES], match: all|any}, {webhook: NAME}",
     )
     start_date: date | datetime | None = None
     catchup: bool = False
@@ -333,7 +356,9 @@ def _is_param_spec(value: Any) -> bool:
 
 
 def check_schedule(value: str) -> None:
-    """Raise ValueError unless ``value`` is an Airflow preset or a valid cron expression."""
+    """Raise ValueError unless ``value`` is a preset, a cron expression or an interval."""
+    if schedule_interval(value) is not None:
+        return
     if value.startswith("@"):
         if value not in SCHEDULE_PRESETS:
             raise ValueError(
@@ -345,8 +370,19 @@ def check_schedule(value: str) -> None:
     if not croniter.is_valid(value):
         raise ValueError(
             f"invalid cron expression {value!r}: expected 5 fields "
-            "(minute hour day-of-month month day-of-week) or a preset like @daily"
+            "(minute hour day-of-month month day-of-week), a preset like @daily or an "
+            "interval like 30m, 6h, 1d"
         )
+
+
+def schedule_interval(value: str) -> timedelta | None:
+    """The interval a schedule like ``30m``, ``6h`` or ``1d`` names (``None``: not one)."""
+    if not _INTERVAL.match(value):
+        return None
+    interval = parse_duration(value)
+    if interval <= timedelta(0):
+        raise ValueError(f"schedule interval {value!r} must be longer than zero")
+    return interval
 
 
 def _tagged_union(kinds: dict[str, Any]) -> Any:

@@ -32,11 +32,27 @@ class CommitOperator(RouteOperator):
             self.staging(context).clean()
             self.record(context, summary)
             self.summary_recorded = True
+            self.describe_outputs(context, summary)
             push_run_metrics(self.route, context, summary)  # never raises
             self.settle_deliveries(context)
             check_dead_letters(summary, self.route)
         self.log.info("run summary: %s", summary["counts"])
         return summary
+
+    def describe_outputs(self, context: Any, summary: dict[str, Any]) -> None:
+        """The extra of each destination's Asset event: what this run delivered there."""
+        from airflow_dataflow.dag_factory import destination_asset
+
+        counts = summary["counts"]
+        events = context["outlet_events"]
+        for name in self.route.config.destinations:
+            events[destination_asset(self.route_id, name)].extra = {
+                "route": self.route_id,
+                "destination": name,
+                "run_id": context["run_id"],
+                "delivered": counts["destinations"].get(name, 0),
+                "read": counts["read"],
+            }
 
     def commit_cursor(self, context: Any) -> None:
         """Save the source's new cursor: every delivery succeeded or was durably dead-lettered."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 from airflow_dataflow.config.durations import parse_duration
 from airflow_dataflow.config.models import Duration
@@ -42,6 +50,34 @@ class SqlWait(WaitBase):
     )
 
 
+class HttpWait(WaitBase):
+    """Waits until an HTTP endpoint answers 2xx."""
+
+    type: Literal["http"]
+    url: TemplateText | None = Field(
+        default=None, description="the URL to call; a template (or give connection)"
+    )
+    connection: str | None = Field(
+        default=None,
+        description="an Airflow http connection: its host (scheme, port) and extra headers",
+    )
+    endpoint: TemplateText = Field(
+        default="", description="path appended to the connection's host; a template"
+    )
+    method: Literal["GET", "HEAD"] = "GET"
+    headers: Annotated[dict[str, str], AfterValidator(check_templates)] = Field(
+        default_factory=dict, description="request headers (values may be templates)"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HttpWait:
+        if (self.url is None) == (self.connection is None):
+            raise ValueError("give either url or connection (with endpoint), not both")
+        if self.url is not None and self.endpoint:
+            raise ValueError("endpoint goes with connection; put the whole address in url")
+        return self
+
+
 def _wait_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         kind = value.get("type")
@@ -50,8 +86,12 @@ def _wait_kind(value: Any) -> str | None:
 
 
 WaitFor = Annotated[
-    Union[Annotated[FileWait, Tag("file")], Annotated[SqlWait, Tag("sql")]],  # noqa: UP007
+    Union[  # noqa: UP007
+        Annotated[FileWait, Tag("file")],
+        Annotated[SqlWait, Tag("sql")],
+        Annotated[HttpWait, Tag("http")],
+    ],
     Discriminator(_wait_kind),
 ]
 
-__all__ = ["FileWait", "SqlWait", "WaitFor", "parse_duration"]
+__all__ = ["FileWait", "HttpWait", "SqlWait", "WaitFor", "parse_duration"]

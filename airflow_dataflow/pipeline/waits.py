@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow_dataflow import storage
-from airflow_dataflow.config.waits import FileWait, SqlWait
+from airflow_dataflow.config.waits import FileWait, HttpWait, SqlWait
 from airflow_dataflow.context import RunContext
 from airflow_dataflow.errors import SourceError
 from airflow_dataflow.templating import render_text, render_value
+
+log = logging.getLogger(__name__)
 
 
 def file_ready(wait: FileWait, context: RunContext) -> bool:
@@ -30,3 +33,55 @@ def sql_ready(wait: SqlWait, context: RunContext, setting: str) -> bool:
     ) as conn:
         row = conn.execute(sa.text(wait.query), parameters).first()
     return bool(row is not None and row[0])
+
+
+HTTP_TIMEOUT_SECONDS = 30.0
+
+
+def http_ready(wait: HttpWait, context: RunContext, setting: str) -> bool:
+    """True when the endpoint answers 2xx; other answers and connection errors are "not yet"
+    (logged with the status), so a service that is down or still loading is waited for."""
+    import httpx
+
+    variables = context.template_vars()
+    url, headers = _http_target(wait, setting)
+    if wait.url is not None:
+        url = render_text(wait.url, variables)
+    else:
+        url = url.rstrip("/") + "/" + render_text(wait.endpoint, variables).lstrip("/")
+    headers.update(
+        {name: str(render_value(value, variables)) for name, value in wait.headers.items()}
+    )
+    try:
+        response = httpx.request(
+            wait.method, url, headers=headers, timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=True
+        )
+    except httpx.HTTPError as exc:
+        log.info("route %r: %s %s not ready: %s", context.route, wait.method, url, exc)
+        return False
+    if response.is_success:
+        return True
+    log.info("route %r: %s %s answered %s", context.route, wait.method, url, response.status_code)
+    return False
+
+
+def _http_target(wait: HttpWait, setting: str) -> tuple[str, dict[str, str]]:
+    """The connection's base URL and extra headers (``("", {})`` with ``url``)."""
+    if wait.connection is None:
+        return "", {}
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(wait.connection)
+    except AirflowNotFoundException as exc:
+        raise SourceError(
+            f"{setting}: Airflow connection {wait.connection!r} is not defined"
+        ) from exc
+    host = conn.host or ""
+    if "://" not in host:
+        host = f"{conn.schema or 'http'}://{host}"
+    if conn.port:
+        host = f"{host.rstrip('/')}:{conn.port}"
+    extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
+    return host, {str(k): str(v) for k, v in extra.items() if isinstance(v, str | int | float)}

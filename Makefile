@@ -10,7 +10,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 # The demo warehouse: an Airflow connection given as an environment variable.
 export AIRFLOW_CONN_DATAFLOW_DEMO ?= sqlite:///$(CURDIR)/out/demo/warehouse.db
 
-.PHONY: install demo test lint format airflow bench clean
+.PHONY: install demo test test-e2e lint format airflow bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+test-e2e: install
+	$(BIN)/pytest -m e2e
 
 lint: install
 	$(BIN)/ruff check .

@@ -77,7 +77,7 @@ class RouteTaskMixin:
         return RunContext(
             route=self.route_id,
             run_id=context["run_id"],
-            ds=context["ds"],
+            ds=run_date(context),
             params=dict(context.get("params") or {}),
             route_file=self.route_file,
             run_started=getattr(context.get("dag_run"), "start_date", None),
@@ -85,6 +85,19 @@ class RouteTaskMixin:
 
     def staging(self, context: Any) -> StagingArea:
         return StagingArea(default_staging_url(), self.route_id, context["run_id"])
+
+
+def run_date(context: Any) -> str:
+    """The run's ``ds`` (``YYYY-MM-DD``). Runs triggered without a logical date (the REST API's
+    default in Airflow 3, and asset-triggered runs) have no ``ds``: their ``run_after`` day."""
+    ds = context.get("ds")
+    if ds:
+        return str(ds)
+    dag_run = context.get("dag_run")
+    when = getattr(dag_run, "run_after", None) or getattr(dag_run, "start_date", None)
+    if when is None:
+        raise DataflowError("the task context has neither ds nor the DAG run's run_after")
+    return str(when.date().isoformat())
 
 
 class RouteOperator(RouteTaskMixin, BaseOperator):

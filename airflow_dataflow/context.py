@@ -23,6 +23,8 @@ class RunContext:
     # When the DAG run started (UTC); the same for every task and every retry of the run, so a
     # source can pin what it reads to it (``None`` outside a DAG run: use the current time).
     run_started: datetime | None = None
+    # The Asset events that triggered the run: (asset URI, event extra), oldest first.
+    asset_events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def base_dir(self) -> str:

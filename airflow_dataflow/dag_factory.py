@@ -238,8 +238,10 @@ def _schedule(schedule: Any) -> Any:
             return assets
         return AssetAny(*assets) if schedule.match == "any" else AssetAll(*assets)
     if isinstance(schedule, dict) and "webhook" in schedule:
+        from airflow_dataflow.webhooks.names import webhook_asset_name, webhook_asset_uri
+
         name = schedule["webhook"]
-        return [Asset(name=f"dataflow_webhook_{name}", uri=f"dataflow://webhooks/{name}")]
+        return [Asset(name=webhook_asset_name(name), uri=webhook_asset_uri(name))]
     if isinstance(schedule, str):
         return schedule_interval(schedule) or schedule
     return schedule

@@ -81,10 +81,26 @@ class RouteTaskMixin:
             params=dict(context.get("params") or {}),
             route_file=self.route_file,
             run_started=getattr(context.get("dag_run"), "start_date", None),
+            asset_events=triggering_asset_events(context),
         )
 
     def staging(self, context: Any) -> StagingArea:
         return StagingArea(default_staging_url(), self.route_id, context["run_id"])
+
+
+def triggering_asset_events(context: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """``(asset URI, extra)`` of each Asset event that triggered the run, oldest first."""
+    triggering = context.get("triggering_asset_events") or {}
+    found = []
+    for events in triggering.values():
+        for event in events:
+            asset = getattr(event, "asset", None)
+            uri = getattr(asset, "uri", None)
+            extra = getattr(event, "extra", None)
+            if uri:
+                found.append((getattr(event, "timestamp", None), str(uri), dict(extra or {})))
+    found.sort(key=lambda item: (item[0] is None, item[0] or 0))
+    return tuple((uri, extra) for _, uri, extra in found)
 
 
 def run_date(context: Any) -> str:

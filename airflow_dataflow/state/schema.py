@@ -81,3 +81,16 @@ run_summaries = sa.Table(
     sa.Column("failed_task", ID, nullable=True, comment="the task whose failure failed the run"),
     sa.Column("error", sa.Text, nullable=True, comment="that task's error"),
 )
+
+webhook_receipts = sa.Table(
+    "dataflow_webhook_receipts",
+    metadata,
+    sa.Column("webhook", ID, primary_key=True),
+    sa.Column(
+        "event_key",
+        sa.String(128),
+        primary_key=True,
+        comment="the event id the sender gave, or a hash of the signature or body",
+    ),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

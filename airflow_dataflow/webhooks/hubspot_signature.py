@@ -13,6 +13,8 @@ out (future timestamps, URI decoding, telling *why* a request is refused) is don
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import time
 from collections.abc import Mapping
@@ -69,17 +71,13 @@ def canonical_uri(uri: str) -> str:
 
 
 def sign_v3(client_secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) -> str:
-    """The ``X-HubSpot-Signature-v3`` value HubSpot sends for this request."""
-    from hubspot.utils.signature import Signature
-
-    return Signature.get_signature(
-        client_secret,
-        body.decode("utf-8"),
-        "v3",
-        http_uri=canonical_uri(uri),
-        http_method=method.upper(),
-        timestamp=str(timestamp_ms),
-    )
+    """The ``X-HubSpot-Signature-v3`` value HubSpot sends for this request: base64 of the
+    HMAC-SHA256, keyed by the app's client secret, of method + URI + body + timestamp (the
+    same as ``hubspot.utils.signature.Signature.get_signature``, without needing that library
+    in the API server)."""
+    source = f"{method.upper()}{canonical_uri(uri)}{body.decode('utf-8')}{timestamp_ms}"
+    digest = hmac.new(client_secret.encode(), source.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
 
 
 def verify_v3(request: SignedRequest, client_secret: str, *, now: float | None = None) -> None:

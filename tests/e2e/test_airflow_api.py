@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from airflow_dataflow.webhooks.hubspot_signature import sign_v3
 from tests.support.airflow_server import AirflowServer, start_airflow
 from tests.support.routes import read_jsonl, write_jsonl, write_route
 
@@ -18,6 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.airflow_server]
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "api.md"
 ROUTE_ID = "api_orders"
+WEBHOOK_ROUTE = "hubspot_events"
+HUBSPOT_SECRET = "e2e-hubspot-client-secret"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +49,24 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]
           rest: {{type: file, path: "{base}/out/rest-{{{{ ds }}}}-{{{{ run_id }}}}.jsonl"}}
         """,
     )
-    server = start_airflow(base, dags)
+    write_route(
+        dags,
+        WEBHOOK_ROUTE,
+        f"""
+        schedule: {{webhook: deals}}
+        source: {{type: webhook, name: deals}}
+        rules:
+          - {{name: all, to: [events]}}
+        destinations:
+          events: {{type: file, path: "{base}/out/webhook-{{{{ run_id }}}}.jsonl"}}
+        """,
+    )
+    webhook = {"conn_type": "dataflow_webhook", "password": HUBSPOT_SECRET}
+    webhook["extra"] = {"verify": "hubspot_v3"}
+    server = start_airflow(base, dags, AIRFLOW_CONN_DATAFLOW_WEBHOOK_DEALS=json.dumps(webhook))
     try:
         server.wait_for_dag(ROUTE_ID)
+        server.wait_for_dag(WEBHOOK_ROUTE)
         yield server
     finally:
         server.stop()
@@ -84,3 +104,41 @@ def test_the_documented_curl_commands_trigger_a_run_with_conf_and_reject_bad_con
     assert re.match(r"big-\d{4}-\d{2}-\d{2}-", big.name)  # ds exists without a logical date
     runs = airflow.request("GET", f"/api/v2/dags/{ROUTE_ID}/dagRuns")["dag_runs"]
     assert [run["state"] for run in runs] == ["success"]  # the refused conf made no run
+
+
+def test_a_signed_hubspot_webhook_runs_the_subscribed_route_once(airflow: AirflowServer) -> None:
+    token = airflow.token()
+    body = json.dumps({"is_paused": False}).encode()
+    airflow.request("PATCH", f"/api/v2/dags/{WEBHOOK_ROUTE}", body, token=token)
+    path = "/dataflow/webhooks/deals"
+    payload = json.dumps([{"objectId": 7, "subscriptionType": "deal.creation"},
+                          {"objectId": 8, "subscriptionType": "deal.propertyChange"}]).encode()  # fmt: skip
+    stamp = int(time.time() * 1000)
+    signed = {
+        "Content-Type": "application/json",
+        "X-HubSpot-Request-Timestamp": str(stamp),
+        "X-HubSpot-Signature-v3": sign_v3(
+            HUBSPOT_SECRET, "POST", airflow.url + path, payload, stamp
+        ),
+    }
+    forged = {**signed, "X-HubSpot-Signature-v3": sign_v3("guess", "POST", path, payload, stamp)}
+
+    assert airflow.post(path, payload, forged)[0] == 401
+    status, text = airflow.post(path, payload, signed)
+    assert status == 202, text + airflow.tail()
+    assert json.loads(text)["triggered"] is True
+    assert airflow.post(path, payload, signed)[0] == 409  # the same request again
+    assert airflow.post("/dataflow/webhooks/nobody", payload, signed)[0] == 404
+
+    deadline = time.monotonic() + 180
+    runs: list = []
+    while time.monotonic() < deadline:
+        runs = airflow.request("GET", f"/api/v2/dags/{WEBHOOK_ROUTE}/dagRuns", token=token)[
+            "dag_runs"
+        ]
+        if runs and all(run["state"] in ("success", "failed") for run in runs):
+            break
+        time.sleep(3)
+    assert [run["state"] for run in runs] == ["success"], airflow.tail()  # exactly one run
+    [written] = (airflow.home.parent / "out").glob("webhook-*.jsonl")
+    assert [event["objectId"] for event in read_jsonl(written)] == [7, 8]

@@ -40,6 +40,15 @@ class AirflowServer:
         """What the docs' shell commands need to talk to this server."""
         return {"AIRFLOW_URL": self.url, "AIRFLOW_USER": USER, "AIRFLOW_PASSWORD": PASSWORD}
 
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST ``body`` without Airflow credentials; the status and the answer's text."""
+        request = urllib.request.Request(self.url + path, body, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
     def token(self) -> str:
         body = json.dumps({"username": USER, "password": PASSWORD}).encode()
         answer = self.request("POST", "/auth/token", body, token=None)
@@ -84,7 +93,7 @@ class AirflowServer:
                 self.process.wait(timeout=10)
 
 
-def start_airflow(base: Path, dags: Path) -> AirflowServer:
+def start_airflow(base: Path, dags: Path, **extra_env: str) -> AirflowServer:
     """Start ``airflow standalone`` over ``dags``; returns once its API answers."""
     home = base / "airflow-home"
     home.mkdir(parents=True, exist_ok=True)
@@ -107,6 +116,7 @@ def start_airflow(base: Path, dags: Path) -> AirflowServer:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra_env,
     }
     log = base / "standalone.log"
     process = subprocess.Popen(

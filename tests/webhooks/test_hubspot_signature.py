@@ -117,3 +117,15 @@ def test_escapes_hubspot_decodes_are_decoded_before_checking() -> None:
 
 def test_other_escapes_are_kept() -> None:
     assert canonical_uri("https://h/p?q=a%20b%26c") == "https://h/p?q=a%20b%26c"
+
+
+def test_signatures_agree_with_the_hubspot_client_library() -> None:
+    from hubspot.utils.signature import Signature
+
+    from airflow_dataflow.webhooks.hubspot_signature import sign_v3
+
+    stamp = 1_700_000_000_123
+    expected = Signature.get_signature(
+        SECRET, BODY.decode(), "v3", http_uri=URI, http_method="POST", timestamp=str(stamp)
+    )
+    assert sign_v3(SECRET, "post", URI, BODY, stamp) == expected

@@ -10,7 +10,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 # The demo warehouse: an Airflow connection given as an environment variable.
 export AIRFLOW_CONN_DATAFLOW_DEMO ?= sqlite:///$(CURDIR)/out/demo/warehouse.db
 
-.PHONY: install demo test test-e2e lint format airflow bench clean
+.PHONY: install demo test test-e2e openapi lint format airflow bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: install
 
 test-e2e: install
 	$(BIN)/pytest -m e2e
+
+openapi: install
+	$(BIN)/python -c 'from airflow_dataflow.plugins.app import write_openapi; write_openapi()'
 
 lint: install
 	$(BIN)/ruff check .

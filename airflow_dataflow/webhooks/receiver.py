@@ -243,12 +243,3 @@ async def _receive(receiver: Receiver, name: str, request: Request) -> dict[str,
     triggered = receiver.record(name, payload, received_at)
     log.info("webhook %r accepted (%d bytes, routes triggered: %s)", name, len(body), triggered)
     return {"accepted": True, "webhook": name, "triggered": triggered}
-
-
-def openapi_document() -> str:
-    """The app's OpenAPI document as committed in ``docs/openapi.json``."""
-    return json.dumps(create_app().openapi(), indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":  # python -m airflow_dataflow.webhooks.receiver > docs/openapi.json
-    print(openapi_document(), end="")

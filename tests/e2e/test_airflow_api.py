@@ -142,3 +142,51 @@ def test_a_signed_hubspot_webhook_runs_the_subscribed_route_once(airflow: Airflo
     assert [run["state"] for run in runs] == ["success"], airflow.tail()  # exactly one run
     [written] = (airflow.home.parent / "out").glob("webhook-*.jsonl")
     assert [event["objectId"] for event in read_jsonl(written)] == [7, 8]
+
+
+def test_the_dataflow_api_lists_routes_and_refuses_anonymous_requests(
+    airflow: AirflowServer,
+) -> None:
+    status, _ = airflow.get_anonymous("/dataflow/api/routes")
+    assert status == 401
+    overview = airflow.request("GET", "/dataflow/api/routes")
+    routes = {route["id"]: route for route in overview["routes"]}
+    assert {ROUTE_ID, WEBHOOK_ROUTE} <= set(routes)
+    assert routes[ROUTE_ID]["source"] == "file"
+    assert routes[ROUTE_ID]["last_runs"][0]["state"] == "success"  # the run the API test made
+    runs = airflow.request("GET", f"/dataflow/api/routes/{ROUTE_ID}/runs")
+    assert runs[0]["counts"]["destinations"] == {"big": 2, "rest": 0}
+    assert airflow.request("GET", "/dataflow/api/dead-letters") == []
+
+
+def test_the_dataflow_page_shows_the_route_and_its_last_run(airflow: AirflowServer) -> None:
+    import os
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        reason = "needs Debian's chromium and chromium-driver"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: required)")
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(f"{airflow.url}/dataflow/ui")  # 401 without the session cookie
+        browser.add_cookie({"name": "_token", "value": airflow.token(), "path": "/"})
+        browser.get(f"{airflow.url}/dataflow/ui")
+        WebDriverWait(browser, 30).until(
+            lambda page: page.find_elements(By.CSS_SELECTOR, f'tr[data-route="{ROUTE_ID}"]')
+        )
+        row = browser.find_element(By.CSS_SELECTOR, f'tr[data-route="{ROUTE_ID}"]')
+        assert ROUTE_ID in row.text and "file" in row.text
+        assert row.find_elements(By.CSS_SELECTOR, "div.success")  # its last run, succeeded
+    finally:
+        browser.quit()

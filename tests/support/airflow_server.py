@@ -49,6 +49,14 @@ class AirflowServer:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
+    def get_anonymous(self, path: str) -> tuple[int, str]:
+        """GET without credentials; the status and the answer's text."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
     def token(self) -> str:
         body = json.dumps({"username": USER, "password": PASSWORD}).encode()
         answer = self.request("POST", "/auth/token", body, token=None)

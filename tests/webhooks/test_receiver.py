@@ -215,9 +215,7 @@ def test_the_openapi_document_lists_the_answers(client: TestClient) -> None:
 
 
 def test_the_committed_openapi_document_is_the_apps() -> None:
-    from airflow_dataflow.webhooks.receiver import openapi_document
+    from airflow_dataflow.plugins.app import openapi_document
 
     committed = (Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text()
-    assert committed == openapi_document(), (
-        "docs/openapi.json is stale: python -m airflow_dataflow.webhooks.receiver > docs/openapi.json"
-    )
+    assert committed == openapi_document(), "docs/openapi.json is stale: make openapi"

@@ -34,11 +34,13 @@ class RunContext:
         return os.path.dirname(os.path.abspath(self.route_file)) if self.route_file else ""
 
     def template_vars(self, **extra: Any) -> dict[str, Any]:
-        """Variables every template sees (DESIGN.md: route, destination, run_id, ds, params)."""
+        """Variables every template sees (DESIGN.md: route, destination, run_id, ds, params;
+        also ``ds_nodash``, Airflow's ``YYYYMMDD`` form, common in table names)."""
         values: dict[str, Any] = {
             "route": self.route,
             "run_id": self.run_id,
             "ds": self.ds,
+            "ds_nodash": self.ds.replace("-", ""),
             "params": dict(self.params),
         }
         values.update(extra)

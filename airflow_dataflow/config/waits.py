@@ -78,6 +78,18 @@ class HttpWait(WaitBase):
         return self
 
 
+class BigQueryTableWait(WaitBase):
+    """Waits until a BigQuery table exists."""
+
+    type: Literal["bigquery_table"]
+    connection: str = Field(description="an Airflow google_cloud_platform connection")
+    table: TemplateText = Field(
+        pattern=r"^([A-Za-z0-9_{}. -]+\.)?[A-Za-z0-9_{}. -]+\.[A-Za-z0-9_${}. -]+$",
+        description="dataset.table or project.dataset.table; a template (e.g. events_{{ ds_nodash }})",
+    )
+    location: str | None = Field(default=None, description="the dataset's location")
+
+
 def _wait_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         kind = value.get("type")
@@ -90,8 +102,16 @@ WaitFor = Annotated[
         Annotated[FileWait, Tag("file")],
         Annotated[SqlWait, Tag("sql")],
         Annotated[HttpWait, Tag("http")],
+        Annotated[BigQueryTableWait, Tag("bigquery_table")],
     ],
     Discriminator(_wait_kind),
 ]
 
-__all__ = ["FileWait", "HttpWait", "SqlWait", "WaitFor", "parse_duration"]
+__all__ = [
+    "BigQueryTableWait",
+    "FileWait",
+    "HttpWait",
+    "SqlWait",
+    "WaitFor",
+    "parse_duration",
+]

@@ -243,38 +243,11 @@ class BigQueryConnector(Connector):
 
     def _client(self) -> tuple[Client, str | None]:
         """A client with the connection's credentials, project and endpoint; the job location."""
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
-        from google.cloud import bigquery
-
-        from airflow_dataflow.hooks.google import client_options
+        from airflow_dataflow.hooks.google import bigquery_client
 
         conn_id = self.settings.connection
         where = f"route {self.context.route!r}: source.connection {conn_id!r}"
-        located = {"location": self.settings.location} if self.settings.location else {}
-        try:
-            hook = BigQueryHook(gcp_conn_id=conn_id, use_legacy_sql=False, **located)
-            credentials = hook.get_credentials()
-            project = hook.project_id
-        except AirflowNotFoundException as exc:
-            raise BigQueryQueryError(
-                f"{where} is not a defined Airflow connection; define it with `airflow "
-                f"connections add {conn_id} --conn-type google_cloud_platform ...` or the "
-                f"environment variable AIRFLOW_CONN_{conn_id.upper()}"
-            ) from exc
-        except Exception as exc:  # the provider raises many kinds for bad key files
-            raise BigQueryQueryError(f"{where} gives no credentials: {exc}") from exc
-        if not project:
-            raise BigQueryQueryError(
-                f"{where} names no project: set its extra project (the project jobs run in)"
-            )
-        client = bigquery.Client(
-            project=project,
-            credentials=credentials,
-            client_options=client_options(hook),
-            location=hook.location,
-        )
-        return client, hook.location
+        return bigquery_client(conn_id, self.settings.location, where, BigQueryQueryError)
 
     def _job(
         self,

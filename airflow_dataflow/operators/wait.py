@@ -6,9 +6,14 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 
-from airflow_dataflow.config.waits import FileWait, HttpWait
+from airflow_dataflow.config.waits import BigQueryTableWait, FileWait, HttpWait
 from airflow_dataflow.operators.base import RouteTaskMixin
-from airflow_dataflow.pipeline.waits import file_ready, http_ready, sql_ready
+from airflow_dataflow.pipeline.waits import (
+    bigquery_table_ready,
+    file_ready,
+    http_ready,
+    sql_ready,
+)
 
 
 class WaitForOperator(RouteTaskMixin, BaseSensorOperator):
@@ -39,6 +44,9 @@ class WaitForOperator(RouteTaskMixin, BaseSensorOperator):
             run_context = self.run_context(context)
             if isinstance(wait, FileWait):
                 return file_ready(wait, run_context)
+            if isinstance(wait, BigQueryTableWait):
+                setting = f"wait_for[{self.index}]"
+                return bigquery_table_ready(wait, run_context, setting=setting)
             if isinstance(wait, HttpWait):
                 return http_ready(wait, run_context, setting=f"wait_for[{self.index}]")
             return sql_ready(wait, run_context, setting=f"wait_for[{self.index}].connection")

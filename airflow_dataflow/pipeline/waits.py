@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from airflow_dataflow import storage
-from airflow_dataflow.config.waits import FileWait, HttpWait, SqlWait
+from airflow_dataflow.config.waits import BigQueryTableWait, FileWait, HttpWait, SqlWait
 from airflow_dataflow.context import RunContext
 from airflow_dataflow.errors import SourceError
 from airflow_dataflow.templating import render_text, render_value
@@ -85,3 +85,21 @@ def _http_target(wait: HttpWait, setting: str) -> tuple[str, dict[str, str]]:
         host = f"{host.rstrip('/')}:{conn.port}"
     extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
     return host, {str(k): str(v) for k, v in extra.items() if isinstance(v, str | int | float)}
+
+
+def bigquery_table_ready(wait: BigQueryTableWait, context: RunContext, setting: str) -> bool:
+    """True when the (rendered) table exists; a missing table or dataset is "not yet"."""
+    from google.api_core.exceptions import NotFound
+
+    from airflow_dataflow.hooks.google import bigquery_client
+
+    table = render_text(wait.table, context.template_vars())
+    where = f"route {context.route!r}: {setting}.connection {wait.connection!r}"
+    client, _ = bigquery_client(wait.connection, wait.location, where, SourceError)
+    reference = table if table.count(".") == 2 else f"{client.project}.{table}"
+    try:
+        client.get_table(reference)
+    except NotFound:
+        log.info("route %r: BigQuery table %s does not exist yet", context.route, reference)
+        return False
+    return True

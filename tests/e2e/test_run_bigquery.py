@@ -39,8 +39,11 @@ def _order(id_: int, country: str, amount: int, day: int) -> dict[str, Any]:
     return {"id": id_, "country": country, "amount": amount, "updated_at": at}
 
 
-def _route(tmp_path: Path, db: Database) -> tuple[str, Path]:
+def _route(tmp_path: Path, db: Database, wait_for_table: bool = False) -> tuple[str, Path]:
     route = yaml.safe_load(doc_route_example("bigquery.md", folder="connectors"))
+    if wait_for_table:  # a bigquery_table sensor before extract (the table exists: it passes)
+        wait = {"type": "bigquery_table", "connection": "bigquery_default", "table": "shop.orders"}
+        route["wait_for"] = [{**wait, "poke_interval": 1, "timeout": 60}]
     route["retries"] = 0  # a failed delivery fails the run now, not after retry delays
     route["destinations"]["warehouse"].update(connection=db.conn_id, table=db.table("eu_orders"))
     route_id = unique("bigquery")
@@ -63,7 +66,7 @@ def _warehouse(db: Database) -> list[tuple[int, int]]:
 def test_runs_read_only_rows_changed_since_the_last_run(
     db: Database, bigquery: FakeBigQuery, dataflow: Callable[..., CliResult], tmp_path: Path
 ) -> None:
-    route_id, route = _route(tmp_path, db)
+    route_id, route = _route(tmp_path, db, wait_for_table=True)
     bigquery.insert(
         "shop.orders",
         [_order(1, "DE", 150, 3), _order(2, "FR", 50, 1), _order(3, "US", 500, 2),
@@ -92,6 +95,7 @@ def test_runs_read_only_rows_changed_since_the_last_run(
     first_job, second_job = (bigquery.jobs[job_id] for job_id in bigquery.inserted)
     assert first_job.parameters["dataflow_cursor"] == {"value": "2024-01-01T00:00:00+00:00"}
     assert second_job.parameters["dataflow_cursor"] == {"value": "2024-01-03T10:00:00+00:00"}
+    assert [r.method for r in bigquery.requests].count("tables.get") == 2  # the sensor, each run
     assert {"countries", "min_amount", "dataflow_snapshot"} <= second_job.parameters.keys()
 
 

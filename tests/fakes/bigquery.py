@@ -212,6 +212,8 @@ class FakeBigQuery(LoopbackServer):
             return _error(501, "notImplemented", "the fake does not emulate jobs.query")
         if name == "jobs.insert":
             return self._insert(body if isinstance(body, dict) else {})
+        if name == "tables.get":
+            return self._table(parts[1], parts[3], parts[5])
         job = self.jobs.get(parts[3])
         location = query.get("location")
         if job is None or (location and location.lower() != job.location.lower()):
@@ -221,6 +223,24 @@ class FakeBigQuery(LoopbackServer):
             job.polls_left -= 1
             return Reply(200, job.resource())
         return self._results(job, query)
+
+    def _table(self, project: str, dataset: str, name: str) -> Reply:
+        table = self.engine.tables.get(f"{dataset}.{name}")
+        if table is None:
+            return _error(404, "notFound", f"Not found: Table {project}:{dataset}.{name}")
+        fields = [{"name": column, "type": kind} for column, kind in table.columns.items()]
+        return Reply(
+            200,
+            {
+                "kind": "bigquery#table",
+                "id": f"{project}:{dataset}.{name}",
+                "tableReference": {"projectId": project, "datasetId": dataset, "tableId": name},
+                "schema": {"fields": fields},
+                "creationTime": str(int(table.created.timestamp() * 1000)),
+                "location": self.location,
+                "type": "TABLE",
+            },
+        )
 
     def _insert(self, body: dict[str, Any]) -> Reply:
         reference = body.get("jobReference") or {}
@@ -310,6 +330,8 @@ def _method_name(http_method: str, parts: list[str]) -> str:
         return "jobs.get"
     if http_method == "GET" and len(parts) == 4 and parts[2] == "queries":
         return "jobs.getQueryResults"
+    if http_method == "GET" and len(parts) == 6 and parts[2] == "datasets" and parts[4] == "tables":
+        return "tables.get"
     return "unknown"
 
 

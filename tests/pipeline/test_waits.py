@@ -128,3 +128,35 @@ def test_http_wait_settings_that_cannot_work_are_refused(
 
     with pytest.raises(ValidationError, match=message):
         HttpWait(type="http", **settings)
+
+
+def test_bigquery_table_wait_is_ready_once_the_table_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_dataflow.config.waits import BigQueryTableWait
+    from airflow_dataflow.pipeline.waits import bigquery_table_ready
+    from tests.fakes.bigquery import FakeBigQuery
+
+    with FakeBigQuery() as bigquery:
+        monkeypatch.setenv("AIRFLOW_CONN_BQ_WAIT", bigquery.connection())
+        context = RunContext(route="r", ds="2024-05-01")
+        wait = BigQueryTableWait(
+            type="bigquery_table", connection="bq_wait", table="shop.orders_{{ ds_nodash }}"
+        )
+        assert not bigquery_table_ready(wait, context, "wait_for[0]")
+        bigquery.create_table("shop.orders_20240501", {"id": "INT64"})
+        assert bigquery_table_ready(wait, context, "wait_for[0]")
+        gets = [r.path for r in bigquery.requests if r.method == "tables.get"]
+        assert gets and all(path.endswith("/datasets/shop/tables/orders_20240501") for path in gets)
+
+
+def test_bigquery_table_wait_with_a_missing_connection_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_dataflow.config.waits import BigQueryTableWait
+    from airflow_dataflow.pipeline.waits import bigquery_table_ready
+
+    monkeypatch.delenv("AIRFLOW_CONN_NOWHERE", raising=False)
+    wait = BigQueryTableWait(type="bigquery_table", connection="nowhere", table="shop.orders")
+    with pytest.raises(SourceError, match=r"wait_for\[3\]\.connection 'nowhere' is not a defined"):
+        bigquery_table_ready(wait, RunContext(route="r"), "wait_for[3]")

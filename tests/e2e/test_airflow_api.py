@@ -83,7 +83,8 @@ def test_the_documented_curl_commands_trigger_a_run_with_conf_and_reject_bad_con
 ) -> None:
     if shutil.which("curl") is None:
         pytest.fail("curl is needed to run the documented commands")
-    script = "set -eu\n" + "\n".join(doc_commands()) + '\necho "FINAL $RUN_ID $STATE"\n'
+    # The last block prints JSON without a newline: the final line starts on its own.
+    script = "set -eu\n" + "\n".join(doc_commands()) + '\necho\necho "FINAL $RUN_ID $STATE"\n'
     done = subprocess.run(
         ["bash", "-c", script],
         env={**airflow.env, "ROUTE": ROUTE_ID, "PATH": "/usr/bin:/bin"},
@@ -94,6 +95,7 @@ def test_the_documented_curl_commands_trigger_a_run_with_conf_and_reject_bad_con
     )
     assert done.returncode == 0, done.stdout + done.stderr + airflow.tail()
     assert "Invalid input for param min_amount" in done.stdout  # the refused conf
+    assert '"routes":[{"id":"api_orders"' in done.stdout  # the Dataflow API's curl command
     final = done.stdout.strip().splitlines()[-1].split()
     assert final[0] == "FINAL" and final[2] == "success", done.stdout + airflow.tail()
     run_id = final[1]
